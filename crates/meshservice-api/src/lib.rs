@@ -397,3 +397,28 @@ pub struct StatusFinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub related: Option<String>,
 }
+
+/// Labels and annotations by which the operator marks what it owns. The renderer writes them, the
+/// integrity engine and the reconciler read them: one definition keeps the three in agreement.
+pub mod ownership {
+    /// Standard label naming the manager of an object.
+    pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+    /// Value of [`MANAGED_BY_LABEL`] on every object the operator owns.
+    pub const MANAGED_BY_VALUE: &str = "istio-integrity-operator";
+    /// Standard label naming the application an object is part of (the MeshService's `serviceName`).
+    pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+    /// Annotation on an owned Service or VirtualService: `<namespace>/<name>` of its MeshService.
+    pub const OWNER_ANNOTATION: &str = "mesh.istio.operator/owner";
+    /// Annotation on a managed shared Gateway: the sorted, comma-separated `<namespace>/<name>` of
+    /// every MeshService contributing to it (cross-namespace, so no ownerReference can say it).
+    pub const CONTRIBUTORS_ANNOTATION: &str = "mesh.istio.operator/contributors";
+    /// The finalizer that removes a MeshService's contribution from a shared Gateway.
+    pub const FINALIZER: &str = "mesh.istio.operator/cleanup";
+    /// The server-side apply field manager of the operator.
+    pub const FIELD_MANAGER: &str = "istio-integrity-operator";
+
+    /// `<namespace>/<name>`, the form of [`OWNER_ANNOTATION`] and of each [`CONTRIBUTORS_ANNOTATION`] entry.
+    pub fn owner_key(namespace: &str, name: &str) -> String {
+        format!("{namespace}/{name}")
+    }
+}
