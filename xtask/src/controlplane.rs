@@ -22,7 +22,10 @@ pub const DIR_ENV: &str = "IIO_CONTROLPLANE_DIR";
 const BINARIES: [(&str, &str); 4] = [
     ("etcd", "go.etcd.io/etcd/server/v3"),
     ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
-    ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    (
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+    ),
     ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
 ];
 
@@ -31,9 +34,9 @@ pub const ISTIO_CRDS_FILE: &str = "istio-crds.yaml";
 
 /// `target/controlplane/<versions>/`, holding `bin/` and the Istio CRDs.
 pub fn dir(root: &Path) -> PathBuf {
-    root.join("target")
-        .join("controlplane")
-        .join(format!("k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_istio-{ISTIO_API_VERSION}"))
+    root.join("target").join("controlplane").join(format!(
+        "k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_istio-{ISTIO_API_VERSION}"
+    ))
 }
 
 /// Builds what is missing and returns the control plane directory.
@@ -41,10 +44,15 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     let out = dir(root);
     let bin = out.join("bin");
     let module = root.join("xtask").join("controlplane");
-    let missing: Vec<_> = BINARIES.iter().filter(|(name, _)| !bin.join(name).is_file()).collect();
+    let missing: Vec<_> = BINARIES
+        .iter()
+        .filter(|(name, _)| !bin.join(name).is_file())
+        .collect();
     let istio_crds = out.join(ISTIO_CRDS_FILE);
     if missing.is_empty() && istio_crds.is_file() {
-        println!("control plane {KUBERNETES_VERSION} / etcd {ETCD_VERSION} / istio {ISTIO_API_VERSION}: already built");
+        println!(
+            "control plane {KUBERNETES_VERSION} / etcd {ETCD_VERSION} / istio {ISTIO_API_VERSION}: already built"
+        );
         return Ok(out);
     }
     check_go()?;
@@ -52,8 +60,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     for (name, package) in missing {
         println!("building {name} from {package} (first build takes several minutes)");
         crate::run(
-            go()
-                .current_dir(&module)
+            go().current_dir(&module)
                 .args(["build", "-trimpath", "-ldflags=-s -w", "-o"])
                 .arg(bin.join(name))
                 .arg(package),
@@ -69,7 +76,9 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 fn go() -> Command {
     let mut command = Command::new("go");
     // The pinned go.mod must be honoured as committed, and no other toolchain fetched behind our back.
-    command.env("GOFLAGS", "-mod=readonly").env("GOTOOLCHAIN", "local");
+    command
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local");
     command
 }
 
@@ -85,7 +94,10 @@ fn check_go() -> Result<()> {
     let text = String::from_utf8_lossy(&output.stdout);
     let version = text
         .split_whitespace()
-        .find_map(|word| word.strip_prefix("go").filter(|v| v.starts_with(|c: char| c.is_ascii_digit())))
+        .find_map(|word| {
+            word.strip_prefix("go")
+                .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        })
         .with_context(|| format!("cannot read the Go version from `go version`: {text}"))?;
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
@@ -103,7 +115,12 @@ fn fetch_istio_crds(module: &Path, target: &Path) -> Result<()> {
     println!("fetching Istio CRDs from istio.io/api@{ISTIO_API_VERSION}");
     let output = go()
         .current_dir(module)
-        .args(["mod", "download", "-json", &format!("istio.io/api@{ISTIO_API_VERSION}")])
+        .args([
+            "mod",
+            "download",
+            "-json",
+            &format!("istio.io/api@{ISTIO_API_VERSION}"),
+        ])
         .output()
         .context("running go mod download")?;
     if !output.status.success() {
@@ -118,7 +135,9 @@ fn fetch_istio_crds(module: &Path, target: &Path) -> Result<()> {
         .find_map(|line| line.trim().strip_prefix("\"Dir\": \""))
         .and_then(|rest| rest.strip_suffix("\","))
         .context("go mod download printed no Dir")?;
-    let source = Path::new(module_dir).join("kubernetes").join("customresourcedefinitions.gen.yaml");
+    let source = Path::new(module_dir)
+        .join("kubernetes")
+        .join("customresourcedefinitions.gen.yaml");
     std::fs::copy(&source, target).with_context(|| format!("copying {}", source.display()))?;
     Ok(())
 }

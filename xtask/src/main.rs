@@ -10,7 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Tasks for istio-integrity-operator developers and CI")]
+#[command(
+    name = "cargo xtask",
+    about = "Tasks for istio-integrity-operator developers and CI"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -50,11 +53,20 @@ pub(crate) fn workspace_root() -> PathBuf {
 
 fn test(root: &Path) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    step("cargo fmt --check", || run(Command::new(&cargo).current_dir(root).args(["fmt", "--all", "--check"])))?;
-    step("cargo clippy", || {
+    step("cargo fmt --check", || {
         run(Command::new(&cargo)
             .current_dir(root)
-            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+            .args(["fmt", "--all", "--check"]))
+    })?;
+    step("cargo clippy", || {
+        run(Command::new(&cargo).current_dir(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
     })?;
     step("cargo xtask crd --check", || crd::run(root, true))?;
     let controlplane_dir = step("cargo xtask controlplane", || controlplane::build(root))?;
@@ -64,7 +76,11 @@ fn test(root: &Path) -> Result<()> {
             .env(controlplane::DIR_ENV, &controlplane_dir)
             .args(["test", "--workspace", "--all-targets"]))
     })?;
-    step("cargo test --doc", || run(Command::new(&cargo).current_dir(root).args(["test", "--workspace", "--doc"])))?;
+    step("cargo test --doc", || {
+        run(Command::new(&cargo)
+            .current_dir(root)
+            .args(["test", "--workspace", "--doc"]))
+    })?;
     println!("xtask test: every step passed");
     Ok(())
 }

@@ -54,7 +54,8 @@ pub const DNS1035_LABEL_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 /// CEL: every host is a lower-case DNS name, optionally prefixed by one `*.` wildcard label.
 const HOST_FORM_RULE: &str = r"self.all(h, h.matches('^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'))";
 /// CEL: a `*` may only stand as the whole first label (`*.example.com`).
-const WILDCARD_FORM_RULE: &str = "self.all(h, !h.contains('*') || (h.startsWith('*.') && !h.substring(1).contains('*')))";
+const WILDCARD_FORM_RULE: &str =
+    "self.all(h, !h.contains('*') || (h.startsWith('*.') && !h.substring(1).contains('*')))";
 /// CEL: list elements are unique.
 const UNIQUE_HOSTS_RULE: &str = "self.all(h, self.filter(x, x == h).size() == 1)";
 /// CEL: port numbers are unique.
@@ -70,20 +71,22 @@ const EXPORT_TO_STAR_ALONE_RULE: &str = "!self.exists(e, e == '*') || self.size(
 /// CEL: exportTo entries are unique.
 const UNIQUE_EXPORT_TO_RULE: &str = "self.all(e, self.filter(x, x == e).size() == 1)";
 /// CEL: a named targetPort is an IANA service name (what a container port name may be).
-const TARGET_PORT_NAME_RULE: &str = r"!has(self.targetPort) || type(self.targetPort) == int || (self.targetPort.size() <= 15 && self.targetPort.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && self.targetPort.matches('[a-z]'))";
+/// `x == string(x)` holds only for a string: int-or-string is `dyn` in CEL, and `type()` is not
+/// available to kube's client-side evaluator.
+const TARGET_PORT_NAME_RULE: &str = r"!has(self.targetPort) || self.targetPort != string(self.targetPort) || (string(self.targetPort).size() <= 15 && string(self.targetPort).matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && string(self.targetPort).matches('[a-z]'))";
 /// CEL: a numeric targetPort is a port number.
-const TARGET_PORT_RANGE_RULE: &str =
-    "!has(self.targetPort) || type(self.targetPort) != int || (self.targetPort >= 1 && self.targetPort <= 65535)";
+const TARGET_PORT_RANGE_RULE: &str = "!has(self.targetPort) || self.targetPort == string(self.targetPort) || (int(string(self.targetPort)) >= 1 && int(string(self.targetPort)) <= 65535)";
 
 /// Messages of the CEL rules, exactly as the apiserver reports them; tests assert on them.
 pub mod messages {
     /// `spec.serviceName` changed after creation.
-    pub const SERVICE_NAME_IMMUTABLE: &str = "serviceName is immutable: create a new MeshService to rename the Service";
+    pub const SERVICE_NAME_IMMUTABLE: &str =
+        "serviceName is immutable: create a new MeshService to rename the Service";
     /// A host is not a DNS name or wildcard.
-    pub const HOST_FORM: &str =
-        "each host must be a lower-case DNS name such as shop.example.com, optionally prefixed by '*.'";
+    pub const HOST_FORM: &str = "each host must be a lower-case DNS name such as shop.example.com, optionally prefixed by '*.'";
     /// A wildcard in the wrong place.
-    pub const WILDCARD_FORM: &str = "a wildcard host must have the form '*.suffix': '*' may only be the whole first label";
+    pub const WILDCARD_FORM: &str =
+        "a wildcard host must have the form '*.suffix': '*' may only be the whole first label";
     /// Duplicate host.
     pub const UNIQUE_HOSTS: &str = "hosts must be unique";
     /// Duplicate port number.
@@ -93,12 +96,12 @@ pub mod messages {
     /// Bad exportTo value.
     pub const EXPORT_TO_FORM: &str = "exportTo entries must be '.', '*' or a namespace name";
     /// `*` combined with other exportTo entries.
-    pub const EXPORT_TO_STAR_ALONE: &str = "exportTo '*' already exports to every namespace and cannot be combined";
+    pub const EXPORT_TO_STAR_ALONE: &str =
+        "exportTo '*' already exports to every namespace and cannot be combined";
     /// Duplicate exportTo entry.
     pub const UNIQUE_EXPORT_TO: &str = "exportTo entries must be unique";
     /// A named targetPort that is not an IANA service name.
-    pub const TARGET_PORT_NAME: &str =
-        "a named targetPort must be an IANA service name: at most 15 lower-case letters, digits and '-', with a letter";
+    pub const TARGET_PORT_NAME: &str = "a named targetPort must be an IANA service name: at most 15 lower-case letters, digits and '-', with a letter";
     /// A numeric targetPort out of range.
     pub const TARGET_PORT_RANGE: &str = "a numeric targetPort must be between 1 and 65535";
 }
@@ -116,16 +119,27 @@ pub mod messages {
     category = "istio-integrity",
     cel,
     doc = "A MeshService declares one Kubernetes Service and the Istio routing that exposes it; the operator creates and keeps the Service, the VirtualService and, when managed, the shared Gateway.",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
     printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.gateway.name"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MeshServiceSpec {
     /// Name of the Kubernetes Service the operator creates in this namespace (a DNS-1035 label).
     /// Immutable: renaming would orphan the traffic of the old name.
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message(messages::SERVICE_NAME_IMMUTABLE))]
     pub service_name: String,
 
@@ -168,15 +182,23 @@ pub struct MeshServiceSpec {
 }
 
 /// The Istio Gateway a MeshService binds its hosts to.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayRef {
     /// Name of the Gateway.
-    #[schemars(length(min = 1, max = 253), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Namespace of the Gateway. Default: the MeshService's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: Option<String>,
     /// `false` (default): the Gateway must already exist and serve the hosts. `true`: the operator
     /// manages a shared Gateway of this name, aggregating every MeshService that references it.
@@ -188,11 +210,16 @@ pub struct GatewayRef {
 }
 
 /// TLS of the HTTPS servers the operator renders into a managed Gateway.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayTls {
     /// Name of the Secret holding the certificate, in the gateway workload's namespace.
-    #[schemars(length(min = 1, max = 253), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub credential_name: String,
 }
 
@@ -217,7 +244,10 @@ pub struct PortSpec {
     /// Service port name. Default: `<protocol>-<port>` (lower case), which Istio's protocol
     /// detection understands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: Option<String>,
     /// Application protocol: HTTP (default), HTTP2, GRPC, HTTPS, TLS or TCP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,20 +262,39 @@ impl PortSpec {
 
     /// The target port, with the default (`port`) applied.
     pub fn effective_target_port(&self) -> IntOrString {
-        self.target_port.clone().unwrap_or(IntOrString::Int(self.port))
+        self.target_port
+            .clone()
+            .unwrap_or(IntOrString::Int(self.port))
     }
 
     /// The Service port name, with the default `<protocol>-<port>` applied.
     pub fn effective_name(&self) -> String {
         match &self.name {
             Some(name) => name.clone(),
-            None => format!("{}-{}", self.effective_protocol().port_name_prefix(), self.port),
+            None => format!(
+                "{}-{}",
+                self.effective_protocol().port_name_prefix(),
+                self.port
+            ),
         }
     }
 }
 
 /// Application protocol of a port, as Istio names it.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
 pub enum Protocol {
     /// HTTP/1.1 (the default).
     #[default]
@@ -305,7 +354,10 @@ impl Protocol {
 
     /// Whether the VirtualService routes this protocol with `http` routes (else `tls` or `tcp`).
     pub fn is_http_routed(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::Https)
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::Https
+        )
     }
 }
 
