@@ -91,6 +91,9 @@ mod meshservice;
 
 use serde::Serialize;
 
+/// The protocol type of Gateway server ports, re-exported from the MeshService API.
+pub use meshservice_api::Protocol;
+
 pub use gateway::{
     Contribution, DEFAULT_GATEWAY_SELECTOR_KEY, DEFAULT_GATEWAY_SELECTOR_VALUE, DropReason, DroppedClaim, GatewayKey,
     GatewayOptions, GatewayPlan, GatewayRendering, render_gateway, server_port_name,
