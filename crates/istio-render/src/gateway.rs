@@ -86,8 +86,8 @@ impl Default for GatewayOptions {
 /// What to do with a managed Gateway.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GatewayPlan {
-    /// Apply this Gateway.
-    Apply(Gateway),
+    /// Apply this Gateway (boxed: it dwarfs the other variant).
+    Apply(Box<Gateway>),
     /// No contributor has a host left on it: delete the Gateway (if it exists and is ours).
     Delete(GatewayKey),
 }
@@ -159,7 +159,7 @@ pub fn render_gateway(
 
     let mut servers: BTreeMap<ServerKey, BTreeSet<String>> = BTreeMap::new();
     let mut port_owner: BTreeMap<u32, (Protocol, String)> = BTreeMap::new();
-    let mut served: BTreeSet<(u32, String)> = BTreeSet::new();
+    let mut served: BTreeMap<(u32, String), ServerKey> = BTreeMap::new();
     let mut contributors: BTreeSet<String> = BTreeSet::new();
     let mut dropped_claims = Vec::new();
 
@@ -180,7 +180,12 @@ pub fn render_gateway(
         for port in ports {
             let number = port_number(&contributor.owner, port)?;
             let protocol = port.effective_protocol();
-            let dropped = |reason| DroppedClaim { contributor: contributor.owner.clone(), port: number, protocol, reason };
+            let dropped = |reason| DroppedClaim {
+                contributor: contributor.owner.clone(),
+                port: number,
+                protocol,
+                reason,
+            };
             if protocol == Protocol::Https && credential_name.is_none() {
                 dropped_claims.push(dropped(DropReason::MissingCredential));
                 continue;
@@ -190,18 +195,32 @@ pub fn render_gateway(
                 .or_insert_with(|| (protocol, contributor.owner.clone()))
                 .clone();
             if winning_protocol != protocol {
-                dropped_claims.push(dropped(DropReason::ProtocolConflict { winner, winning_protocol }));
+                dropped_claims.push(dropped(DropReason::ProtocolConflict {
+                    winner,
+                    winning_protocol,
+                }));
                 continue;
             }
             let key = ServerKey {
                 port: number,
                 protocol,
-                credential_name: if protocol == Protocol::Https { credential_name.clone() } else { None },
+                credential_name: if protocol == Protocol::Https {
+                    credential_name.clone()
+                } else {
+                    None
+                },
             };
             for host in &hosts {
                 let namespaced_host = format!("{}/{host}", contributor.namespace);
-                if served.insert((number, namespaced_host.clone())) {
-                    servers.entry(key.clone()).or_default().insert(namespaced_host);
+                let holder = served
+                    .entry((number, namespaced_host.clone()))
+                    .or_insert_with(|| key.clone());
+                // The same claim from a same-namespace MeshService is shared, not taken over.
+                if *holder == key {
+                    servers
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(namespaced_host);
                     contributors.insert(contributor.owner.clone());
                 }
             }
@@ -210,9 +229,15 @@ pub fn render_gateway(
     dropped_claims.sort();
 
     if servers.is_empty() {
-        return Ok(GatewayRendering { plan: GatewayPlan::Delete(gateway.clone()), dropped_claims });
+        return Ok(GatewayRendering {
+            plan: GatewayPlan::Delete(gateway.clone()),
+            dropped_claims,
+        });
     }
-    let servers = servers.into_iter().map(|(key, hosts)| server(key, hosts)).collect();
+    let servers = servers
+        .into_iter()
+        .map(|(key, hosts)| server(key, hosts))
+        .collect();
     let metadata = ObjectMeta {
         name: Some(gateway.name.clone()),
         namespace: Some(gateway.namespace.clone()),
@@ -226,8 +251,14 @@ pub fn render_gateway(
         )])),
         ..ObjectMeta::default()
     };
-    let spec = GatewaySpec { selector: options.selector.clone(), servers };
-    Ok(GatewayRendering { plan: GatewayPlan::Apply(Gateway::new(metadata, spec)), dropped_claims })
+    let spec = GatewaySpec {
+        selector: options.selector.clone(),
+        servers,
+    };
+    Ok(GatewayRendering {
+        plan: GatewayPlan::Apply(Box::new(Gateway::new(metadata, spec))),
+        dropped_claims,
+    })
 }
 
 /// Name of the port of a server. Istio requires server port names to be unique within a Gateway;
@@ -245,7 +276,10 @@ fn server(key: ServerKey, hosts: BTreeSet<String>) -> Server {
             mode: ServerTlsMode::Simple,
             credential_name: key.credential_name.clone(),
         }),
-        Protocol::Tls => Some(ServerTlsSettings { mode: ServerTlsMode::Passthrough, credential_name: None }),
+        Protocol::Tls => Some(ServerTlsSettings {
+            mode: ServerTlsMode::Passthrough,
+            credential_name: None,
+        }),
         Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::Tcp => None,
     };
     Server {
@@ -274,20 +308,36 @@ fn rank_contributors<'a>(
     contributions: &[Contribution<'a>],
 ) -> Result<Vec<RankedContributor<'a>>, RenderError> {
     let mut seen = BTreeSet::new();
-    let mut ranked: Vec<(Option<&Time>, RankedContributor<'a>)> = Vec::with_capacity(contributions.len());
+    let mut ranked: Vec<(Option<&Time>, RankedContributor<'a>)> =
+        Vec::with_capacity(contributions.len());
     for contribution in contributions {
         let (namespace, name) = identity(contribution.meshservice)?;
         let owner = ownership::owner_key(namespace, name);
         if GatewayKey::managed_by(contribution.meshservice)?.as_ref() != Some(gateway) {
-            return Err(RenderError::NotAContributor { contributor: owner, gateway: gateway.clone() });
+            return Err(RenderError::NotAContributor {
+                contributor: owner,
+                gateway: gateway.clone(),
+            });
         }
         if !seen.insert(owner.clone()) {
-            return Err(RenderError::DuplicateContributor { contributor: owner, gateway: gateway.clone() });
+            return Err(RenderError::DuplicateContributor {
+                contributor: owner,
+                gateway: gateway.clone(),
+            });
         }
-        if contribution.meshservice.metadata.deletion_timestamp.is_some() {
+        if contribution
+            .meshservice
+            .metadata
+            .deletion_timestamp
+            .is_some()
+        {
             continue;
         }
-        let created = contribution.meshservice.metadata.creation_timestamp.as_ref();
+        let created = contribution
+            .meshservice
+            .metadata
+            .creation_timestamp
+            .as_ref();
         ranked.push((
             created,
             RankedContributor {
@@ -301,5 +351,8 @@ fn rank_contributors<'a>(
     ranked.sort_by(|(created_a, a), (created_b, b)| {
         (created_a.is_none(), created_a, &a.owner).cmp(&(created_b.is_none(), created_b, &b.owner))
     });
-    Ok(ranked.into_iter().map(|(_, contributor)| contributor).collect())
+    Ok(ranked
+        .into_iter()
+        .map(|(_, contributor)| contributor)
+        .collect())
 }

@@ -95,18 +95,21 @@ use serde::Serialize;
 pub use meshservice_api::Protocol;
 
 pub use gateway::{
-    Contribution, DEFAULT_GATEWAY_SELECTOR_KEY, DEFAULT_GATEWAY_SELECTOR_VALUE, DropReason, DroppedClaim, GatewayKey,
-    GatewayOptions, GatewayPlan, GatewayRendering, render_gateway, server_port_name,
+    Contribution, DEFAULT_GATEWAY_SELECTOR_KEY, DEFAULT_GATEWAY_SELECTOR_VALUE, DropReason,
+    DroppedClaim, GatewayKey, GatewayOptions, GatewayPlan, GatewayRendering, render_gateway,
+    server_port_name,
 };
 pub use istio::{
     Destination, GATEWAY_KIND, GATEWAY_PLURAL, Gateway, GatewaySpec, HttpMatchRequest, HttpRoute,
-    ISTIO_NETWORKING_API_VERSION, ISTIO_NETWORKING_GROUP, ISTIO_NETWORKING_VERSION, L4MatchAttributes, PortSelector,
-    RouteDestination, Server, ServerPort, ServerTlsMode, ServerTlsSettings, TcpRoute, TlsMatchAttributes, TlsRoute,
-    VIRTUAL_SERVICE_KIND, VIRTUAL_SERVICE_PLURAL, VirtualService, VirtualServiceSpec,
+    ISTIO_NETWORKING_API_VERSION, ISTIO_NETWORKING_GROUP, ISTIO_NETWORKING_VERSION,
+    L4MatchAttributes, PortSelector, RouteDestination, Server, ServerPort, ServerTlsMode,
+    ServerTlsSettings, TcpRoute, TlsMatchAttributes, TlsRoute, VIRTUAL_SERVICE_KIND,
+    VIRTUAL_SERVICE_PLURAL, VirtualService, VirtualServiceSpec,
 };
 pub use meshservice::{
-    CLUSTER_DOMAIN, MESH_GATEWAY, RenderInput, RenderedMeshService, SERVICE_PORT_TRANSPORT, accepted_hosts,
-    render_meshservice, render_service, render_virtual_service, service_fqdn, service_name, virtual_service_name,
+    CLUSTER_DOMAIN, MESH_GATEWAY, RenderInput, RenderedMeshService, SERVICE_PORT_TRANSPORT,
+    accepted_hosts, render_meshservice, render_service, render_virtual_service, service_fqdn,
+    service_name, virtual_service_name,
 };
 
 /// Why an object cannot be rendered. Every variant is a caller or input mistake; nothing is retried.
@@ -122,7 +125,9 @@ pub enum RenderError {
         name: String,
     },
     /// The owner uid is empty, so no valid ownerReference can be written.
-    #[error("MeshService {owner}: the owner uid is empty; a controller ownerReference needs metadata.uid")]
+    #[error(
+        "MeshService {owner}: the owner uid is empty; a controller ownerReference needs metadata.uid"
+    )]
     EmptyOwnerUid {
         /// `<namespace>/<name>` of the MeshService.
         owner: String,

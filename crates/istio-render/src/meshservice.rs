@@ -9,8 +9,8 @@ use meshservice_api::{MeshService, PortSpec, Protocol, ownership};
 use crate::RenderError;
 use crate::gateway::GatewayKey;
 use crate::istio::{
-    Destination, HttpMatchRequest, HttpRoute, L4MatchAttributes, PortSelector, RouteDestination, TcpRoute,
-    TlsMatchAttributes, TlsRoute, VirtualService, VirtualServiceSpec,
+    Destination, HttpMatchRequest, HttpRoute, L4MatchAttributes, PortSelector, RouteDestination,
+    TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService, VirtualServiceSpec,
 };
 
 /// The cluster DNS domain of route destinations. Istio's analyzers hard-code it too, so a destination
@@ -57,13 +57,20 @@ pub fn service_name(meshservice: &MeshService) -> &str {
 
 /// Name of the VirtualService a MeshService owns: the MeshService's own name.
 pub fn virtual_service_name(meshservice: &MeshService) -> Result<&str, RenderError> {
-    meshservice.metadata.name.as_deref().ok_or(RenderError::MissingName)
+    meshservice
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(RenderError::MissingName)
 }
 
 /// `<serviceName>.<namespace>.svc.cluster.local`, the destination host of every route.
 pub fn service_fqdn(meshservice: &MeshService) -> Result<String, RenderError> {
     let (namespace, _) = identity(meshservice)?;
-    Ok(format!("{}.{namespace}.svc.{CLUSTER_DOMAIN}", meshservice.spec.service_name))
+    Ok(format!(
+        "{}.{namespace}.svc.{CLUSTER_DOMAIN}",
+        meshservice.spec.service_name
+    ))
 }
 
 /// The hosts of the spec that are not excluded, sorted and de-duplicated.
@@ -79,12 +86,19 @@ pub fn accepted_hosts(meshservice: &MeshService, excluded_hosts: &BTreeSet<Strin
 
 /// `(namespace, name)` of a MeshService; both are needed for every child it owns.
 pub(crate) fn identity(meshservice: &MeshService) -> Result<(&str, &str), RenderError> {
-    let name = meshservice.metadata.name.as_deref().ok_or(RenderError::MissingName)?;
-    let namespace = meshservice
+    let name = meshservice
         .metadata
-        .namespace
+        .name
         .as_deref()
-        .ok_or_else(|| RenderError::MissingNamespace { name: name.to_string() })?;
+        .ok_or(RenderError::MissingName)?;
+    let namespace =
+        meshservice
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or_else(|| RenderError::MissingNamespace {
+                name: name.to_string(),
+            })?;
     Ok((namespace, name))
 }
 
@@ -94,7 +108,10 @@ pub(crate) fn port_number(owner: &str, port: &PortSpec) -> Result<u32, RenderErr
     u32::try_from(port.port)
         .ok()
         .filter(|number| (1..=65535).contains(number))
-        .ok_or_else(|| RenderError::PortOutOfRange { owner: owner.to_string(), port: port.port })
+        .ok_or_else(|| RenderError::PortOutOfRange {
+            owner: owner.to_string(),
+            port: port.port,
+        })
 }
 
 /// Renders the Kubernetes Service of a MeshService.
@@ -127,7 +144,9 @@ pub fn render_service(meshservice: &MeshService, owner_uid: &str) -> Result<Serv
 }
 
 /// Renders the VirtualService of a MeshService; `None` when every host is excluded.
-pub fn render_virtual_service(input: &RenderInput<'_>) -> Result<Option<VirtualService>, RenderError> {
+pub fn render_virtual_service(
+    input: &RenderInput<'_>,
+) -> Result<Option<VirtualService>, RenderError> {
     let meshservice = input.meshservice;
     let (namespace, name) = identity(meshservice)?;
     let owner = ownership::owner_key(namespace, name);
@@ -150,7 +169,10 @@ pub fn render_virtual_service(input: &RenderInput<'_>) -> Result<Option<VirtualS
     for port in sorted_ports(meshservice) {
         let number = port_number(&owner, port)?;
         let route = vec![RouteDestination {
-            destination: Destination { host: destination_host.clone(), port: PortSelector { number } },
+            destination: Destination {
+                host: destination_host.clone(),
+                port: PortSelector { number },
+            },
         }];
         match route_kind(port.effective_protocol(), gateway.is_some()) {
             RouteKind::Http => spec.http.push(HttpRoute {
@@ -159,10 +181,16 @@ pub fn render_virtual_service(input: &RenderInput<'_>) -> Result<Option<VirtualS
                 route,
             }),
             RouteKind::Tls => spec.tls.push(TlsRoute {
-                matches: vec![TlsMatchAttributes { port: number, sni_hosts: hosts.clone() }],
+                matches: vec![TlsMatchAttributes {
+                    port: number,
+                    sni_hosts: hosts.clone(),
+                }],
                 route,
             }),
-            RouteKind::Tcp => spec.tcp.push(TcpRoute { matches: vec![L4MatchAttributes { port: number }], route }),
+            RouteKind::Tcp => spec.tcp.push(TcpRoute {
+                matches: vec![L4MatchAttributes { port: number }],
+                route,
+            }),
         }
     }
     let metadata = child_metadata(meshservice, name, input.owner_uid)?;
@@ -198,7 +226,11 @@ fn sorted_ports(meshservice: &MeshService) -> Vec<&PortSpec> {
 
 /// Metadata of a Service or VirtualService: ownership labels, the owner annotation and a controller
 /// ownerReference, so Kubernetes garbage-collects the child with its MeshService.
-fn child_metadata(meshservice: &MeshService, child_name: &str, owner_uid: &str) -> Result<ObjectMeta, RenderError> {
+fn child_metadata(
+    meshservice: &MeshService,
+    child_name: &str,
+    owner_uid: &str,
+) -> Result<ObjectMeta, RenderError> {
     let (namespace, name) = identity(meshservice)?;
     let owner = ownership::owner_key(namespace, name);
     if owner_uid.is_empty() {
@@ -208,10 +240,19 @@ fn child_metadata(meshservice: &MeshService, child_name: &str, owner_uid: &str) 
         name: Some(child_name.to_string()),
         namespace: Some(namespace.to_string()),
         labels: Some(BTreeMap::from([
-            (ownership::MANAGED_BY_LABEL.to_string(), ownership::MANAGED_BY_VALUE.to_string()),
-            (ownership::PART_OF_LABEL.to_string(), meshservice.spec.service_name.clone()),
+            (
+                ownership::MANAGED_BY_LABEL.to_string(),
+                ownership::MANAGED_BY_VALUE.to_string(),
+            ),
+            (
+                ownership::PART_OF_LABEL.to_string(),
+                meshservice.spec.service_name.clone(),
+            ),
         ])),
-        annotations: Some(BTreeMap::from([(ownership::OWNER_ANNOTATION.to_string(), owner)])),
+        annotations: Some(BTreeMap::from([(
+            ownership::OWNER_ANNOTATION.to_string(),
+            owner,
+        )])),
         owner_references: Some(vec![OwnerReference {
             api_version: meshservice_api::API_VERSION.to_string(),
             kind: meshservice_api::KIND.to_string(),

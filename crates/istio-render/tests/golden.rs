@@ -7,7 +7,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::{meshservice, nothing_excluded, seed_example, uid_of};
-use istio_render::{Contribution, GatewayKey, GatewayOptions, GatewayPlan, RenderInput, render_gateway, render_meshservice};
+use istio_render::{
+    Contribution, GatewayKey, GatewayOptions, GatewayPlan, RenderInput, render_gateway,
+    render_meshservice,
+};
 use meshservice_api::MeshService;
 use serde::Serialize;
 use serde_json::json;
@@ -30,28 +33,49 @@ impl GoldenFile {
                 text.push_str(&format!("#   {line}\n"));
             }
         }
-        GoldenFile { text, documents: Vec::new() }
+        GoldenFile {
+            text,
+            documents: Vec::new(),
+        }
     }
 
     fn push<T: Serialize>(&mut self, object: &T) {
         self.text.push_str("---\n");
-        self.text.push_str(&serde_saphyr::to_string(object).expect("object serialises to YAML"));
-        self.documents.push(istio_render::to_value(object).expect("object serialises to JSON"));
+        self.text
+            .push_str(&serde_saphyr::to_string(object).expect("object serialises to YAML"));
+        self.documents
+            .push(istio_render::to_value(object).expect("object serialises to JSON"));
     }
 
     fn check(self, file_name: &str) {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file_name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(file_name);
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(&path, &self.text).expect("golden file is writable");
         }
-        let expected = std::fs::read_to_string(&path)
-            .unwrap_or_else(|error| panic!("{}: {error}; run with UPDATE_GOLDEN=1 to create it", path.display()));
-        assert_eq!(self.text, expected, "{} differs from the rendering; review, then UPDATE_GOLDEN=1", path.display());
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            panic!(
+                "{}: {error}; run with UPDATE_GOLDEN=1 to create it",
+                path.display()
+            )
+        });
+        assert_eq!(
+            self.text,
+            expected,
+            "{} differs from the rendering; review, then UPDATE_GOLDEN=1",
+            path.display()
+        );
 
         // The YAML must mean exactly the JSON the operator sends.
-        let reparsed: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(&expected).expect("golden file is valid multi-document YAML");
-        assert_eq!(reparsed, self.documents, "{} does not parse back to the rendered objects", path.display());
+        let reparsed: Vec<serde_json::Value> = serde_saphyr::from_multiple(&expected)
+            .expect("golden file is valid multi-document YAML");
+        assert_eq!(
+            reparsed,
+            self.documents,
+            "{} does not parse back to the rendered objects",
+            path.display()
+        );
     }
 }
 
@@ -64,7 +88,10 @@ fn the_seed_example_renders_as_reviewed() {
         excluded_hosts: &nothing_excluded(),
     })
     .expect("renders");
-    let mut golden = GoldenFile::new("The seed example: an HTTP service behind an existing (unmanaged) gateway.", &[&seed]);
+    let mut golden = GoldenFile::new(
+        "The seed example: an HTTP service behind an existing (unmanaged) gateway.",
+        &[&seed],
+    );
     golden.push(&rendered.service);
     golden.push(&rendered.virtual_service.expect("the seed has a host"));
     golden.check("seed-example.yaml");
@@ -83,7 +110,8 @@ fn a_shared_gateway_of_two_teams_renders_as_reviewed() {
             "ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "targetPort": 8443, "protocol": "HTTPS"}],
         }),
     );
-    shop.metadata.creation_timestamp = Some(serde_json::from_value(json!("2026-01-10T09:00:00Z")).expect("time"));
+    shop.metadata.creation_timestamp =
+        Some(serde_json::from_value(json!("2026-01-10T09:00:00Z")).expect("time"));
     let mut blog = meshservice(
         "team-b",
         "blog",
@@ -97,17 +125,30 @@ fn a_shared_gateway_of_two_teams_renders_as_reviewed() {
             "exportTo": [".", "istio-ingress"],
         }),
     );
-    blog.metadata.creation_timestamp = Some(serde_json::from_value(json!("2026-02-20T14:30:00Z")).expect("time"));
+    blog.metadata.creation_timestamp =
+        Some(serde_json::from_value(json!("2026-02-20T14:30:00Z")).expect("time"));
 
     let nothing = nothing_excluded();
-    let gateway = GatewayKey { namespace: "istio-ingress".into(), name: "public".into() };
+    let gateway = GatewayKey {
+        namespace: "istio-ingress".into(),
+        name: "public".into(),
+    };
     let contributions = [
-        Contribution { meshservice: &shop, excluded_hosts: &nothing },
-        Contribution { meshservice: &blog, excluded_hosts: &nothing },
+        Contribution {
+            meshservice: &shop,
+            excluded_hosts: &nothing,
+        },
+        Contribution {
+            meshservice: &blog,
+            excluded_hosts: &nothing,
+        },
     ];
-    let rendering = render_gateway(&gateway, &contributions, &GatewayOptions::default()).expect("renders");
+    let rendering =
+        render_gateway(&gateway, &contributions, &GatewayOptions::default()).expect("renders");
     assert!(rendering.dropped_claims.is_empty());
-    let GatewayPlan::Apply(shared) = rendering.plan else { panic!("two contributors with hosts must yield a Gateway") };
+    let GatewayPlan::Apply(shared) = rendering.plan else {
+        panic!("two contributors with hosts must yield a Gateway")
+    };
 
     let mut golden = GoldenFile::new(
         "Two teams sharing the managed Gateway istio-ingress/public, each with its own certificate.",
@@ -117,9 +158,12 @@ fn a_shared_gateway_of_two_teams_renders_as_reviewed() {
     for team in [&shop, &blog] {
         let namespace = team.metadata.namespace.as_deref().expect("namespaced");
         let name = team.metadata.name.as_deref().expect("named");
-        let rendered =
-            render_meshservice(&RenderInput { meshservice: team, owner_uid: &uid_of(namespace, name), excluded_hosts: &nothing })
-                .expect("renders");
+        let rendered = render_meshservice(&RenderInput {
+            meshservice: team,
+            owner_uid: &uid_of(namespace, name),
+            excluded_hosts: &nothing,
+        })
+        .expect("renders");
         golden.push(&rendered.service);
         golden.push(&rendered.virtual_service.expect("each team has hosts"));
     }

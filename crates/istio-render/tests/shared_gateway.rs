@@ -6,14 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{meshservice, nothing_excluded, served_hosts};
 use istio_render::{
-    Contribution, DropReason, DroppedClaim, Gateway, GatewayKey, GatewayOptions, GatewayPlan, GatewayRendering,
-    Protocol, RenderError, ServerTlsMode, render_gateway,
+    Contribution, DropReason, DroppedClaim, Gateway, GatewayKey, GatewayOptions, GatewayPlan,
+    GatewayRendering, Protocol, RenderError, ServerTlsMode, render_gateway,
 };
 use meshservice_api::{MeshService, ownership};
 use serde_json::{Value, json};
 
 fn shared_gateway() -> GatewayKey {
-    GatewayKey { namespace: "istio-ingress".into(), name: "shared".into() }
+    GatewayKey {
+        namespace: "istio-ingress".into(),
+        name: "shared".into(),
+    }
 }
 
 fn managed(extra: Value) -> Value {
@@ -27,21 +30,31 @@ fn managed(extra: Value) -> Value {
 /// A contributor created at `created` (RFC 3339), or with no creationTimestamp when `None`.
 fn contributor(namespace: &str, name: &str, created: Option<&str>, spec: Value) -> MeshService {
     let mut ms = meshservice(namespace, name, spec);
-    ms.metadata.creation_timestamp =
-        created.map(|time| serde_json::from_value(json!(time)).expect("fixture timestamp is RFC 3339"));
+    ms.metadata.creation_timestamp = created
+        .map(|time| serde_json::from_value(json!(time)).expect("fixture timestamp is RFC 3339"));
     ms
 }
 
 fn render(contributors: &[&MeshService]) -> GatewayRendering {
     let nothing = nothing_excluded();
-    let contributions: Vec<_> =
-        contributors.iter().map(|ms| Contribution { meshservice: ms, excluded_hosts: &nothing }).collect();
-    render_gateway(&shared_gateway(), &contributions, &GatewayOptions::default()).expect("renders")
+    let contributions: Vec<_> = contributors
+        .iter()
+        .map(|ms| Contribution {
+            meshservice: ms,
+            excluded_hosts: &nothing,
+        })
+        .collect();
+    render_gateway(
+        &shared_gateway(),
+        &contributions,
+        &GatewayOptions::default(),
+    )
+    .expect("renders")
 }
 
 fn applied(rendering: GatewayRendering) -> Gateway {
     match rendering.plan {
-        GatewayPlan::Apply(gateway) => gateway,
+        GatewayPlan::Apply(gateway) => *gateway,
         GatewayPlan::Delete(key) => panic!("expected a Gateway to apply, got delete of {key}"),
     }
 }
@@ -68,7 +81,8 @@ fn blog() -> MeshService {
 }
 
 #[test]
-fn a_single_contributor_yields_one_server_per_port_with_namespaced_hosts_and_the_default_selector() {
+fn a_single_contributor_yields_one_server_per_port_with_namespaced_hosts_and_the_default_selector()
+{
     let gateway = applied(render(&[&blog()]));
     assert_eq!(
         istio_render::to_value(&gateway).expect("serialises"),
@@ -94,7 +108,11 @@ fn the_gateway_has_no_owner_reference_because_its_contributors_live_in_other_nam
     let gateway = applied(render(&[&shop(), &blog()]));
     assert_eq!(gateway.metadata.owner_references, None);
     assert_eq!(
-        gateway.metadata.annotations.as_ref().and_then(|annotations| annotations.get(ownership::CONTRIBUTORS_ANNOTATION)),
+        gateway
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(ownership::CONTRIBUTORS_ANNOTATION)),
         Some(&"team-a/shop,team-b/blog".to_string())
     );
 }
@@ -102,9 +120,29 @@ fn the_gateway_has_no_owner_reference_because_its_contributors_live_in_other_nam
 #[test]
 fn contributors_on_one_port_share_a_server_with_the_sorted_union_of_their_namespaced_hosts() {
     let gateway = applied(render(&[&blog(), &shop()]));
-    let http = gateway.spec.servers.iter().find(|server| server.port.number == 80).expect("port 80 is served");
-    assert_eq!(http.hosts, vec!["team-a/shop.example.com", "team-a/www.shop.example.com", "team-b/blog.example.com"]);
-    assert_eq!(gateway.spec.servers.iter().filter(|server| server.port.number == 80).count(), 1);
+    let http = gateway
+        .spec
+        .servers
+        .iter()
+        .find(|server| server.port.number == 80)
+        .expect("port 80 is served");
+    assert_eq!(
+        http.hosts,
+        vec![
+            "team-a/shop.example.com",
+            "team-a/www.shop.example.com",
+            "team-b/blog.example.com"
+        ]
+    );
+    assert_eq!(
+        gateway
+            .spec
+            .servers
+            .iter()
+            .filter(|server| server.port.number == 80)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -117,16 +155,37 @@ fn https_servers_terminate_tls_with_the_contributor_credential_and_tls_servers_p
                "ports": [{"port": 8443, "protocol": "TLS"}]}),
     );
     let gateway = applied(render(&[&shop(), &passthrough]));
-    let https = gateway.spec.servers.iter().find(|server| server.port.number == 443).expect("443 served");
+    let https = gateway
+        .spec
+        .servers
+        .iter()
+        .find(|server| server.port.number == 443)
+        .expect("443 served");
     let https_tls = https.tls.as_ref().expect("HTTPS has tls");
-    assert_eq!((https_tls.mode, https_tls.credential_name.as_deref()), (ServerTlsMode::Simple, Some("shop-cert")));
+    assert_eq!(
+        (https_tls.mode, https_tls.credential_name.as_deref()),
+        (ServerTlsMode::Simple, Some("shop-cert"))
+    );
     assert_eq!(https.port.name, "https-443-shop-cert");
 
-    let tls = gateway.spec.servers.iter().find(|server| server.port.number == 8443).expect("8443 served");
+    let tls = gateway
+        .spec
+        .servers
+        .iter()
+        .find(|server| server.port.number == 8443)
+        .expect("8443 served");
     let tls_settings = tls.tls.as_ref().expect("TLS has tls");
-    assert_eq!((tls_settings.mode, tls_settings.credential_name.as_deref()), (ServerTlsMode::Passthrough, None));
+    assert_eq!(
+        (tls_settings.mode, tls_settings.credential_name.as_deref()),
+        (ServerTlsMode::Passthrough, None)
+    );
 
-    let plain = gateway.spec.servers.iter().find(|server| server.port.number == 80).expect("80 served");
+    let plain = gateway
+        .spec
+        .servers
+        .iter()
+        .find(|server| server.port.number == 80)
+        .expect("80 served");
     assert_eq!(plain.tls, None);
 }
 
@@ -151,16 +210,35 @@ fn two_credentials_on_one_https_port_get_two_servers_with_distinct_port_names() 
     assert_eq!(
         https,
         vec![
-            ("https-443-shop-cert", vec!["team-a/shop.example.com".to_string(), "team-a/www.shop.example.com".to_string()]),
-            ("https-443-tickets-cert", vec!["team-b/tickets.example.com".to_string()]),
+            (
+                "https-443-shop-cert",
+                vec![
+                    "team-a/shop.example.com".to_string(),
+                    "team-a/www.shop.example.com".to_string()
+                ]
+            ),
+            (
+                "https-443-tickets-cert",
+                vec!["team-b/tickets.example.com".to_string()]
+            ),
         ]
     );
-    let port_names: BTreeSet<_> = gateway.spec.servers.iter().map(|server| server.port.name.clone()).collect();
-    assert_eq!(port_names.len(), gateway.spec.servers.len(), "Istio requires unique server port names");
+    let port_names: BTreeSet<_> = gateway
+        .spec
+        .servers
+        .iter()
+        .map(|server| server.port.name.clone())
+        .collect();
+    assert_eq!(
+        port_names.len(),
+        gateway.spec.servers.len(),
+        "Istio requires unique server port names"
+    );
 }
 
 #[test]
-fn an_https_port_without_a_credential_is_dropped_and_reported_rather_than_invalidating_the_gateway() {
+fn an_https_port_without_a_credential_is_dropped_and_reported_rather_than_invalidating_the_gateway()
+{
     let no_credential = contributor(
         "team-b",
         "blog",
@@ -179,7 +257,15 @@ fn an_https_port_without_a_credential_is_dropped_and_reported_rather_than_invali
         }]
     );
     let gateway = applied(rendering);
-    assert_eq!(gateway.spec.servers.iter().map(|server| server.port.number).collect::<Vec<_>>(), vec![80]);
+    assert_eq!(
+        gateway
+            .spec
+            .servers
+            .iter()
+            .map(|server| server.port.number)
+            .collect::<Vec<_>>(),
+        vec![80]
+    );
 }
 
 #[test]
@@ -199,7 +285,10 @@ fn on_a_protocol_conflict_the_oldest_contributor_keeps_the_port_whatever_the_inp
                 contributor: "team-b/blog".into(),
                 port: 80,
                 protocol: Protocol::Http,
-                reason: DropReason::ProtocolConflict { winner: "team-a/db".into(), winning_protocol: Protocol::Tcp },
+                reason: DropReason::ProtocolConflict {
+                    winner: "team-a/db".into(),
+                    winning_protocol: Protocol::Tcp
+                },
             }]
         );
         let gateway = applied(rendering);
@@ -219,7 +308,11 @@ fn contributors_without_a_creation_timestamp_rank_after_dated_ones_then_by_names
                "ports": [{"port": 80, "protocol": "TCP"}]}),
     );
     let gateway = applied(render(&[&undated_tcp, &blog()]));
-    assert_eq!(gateway.spec.servers[0].port.protocol, Protocol::Http, "the dated blog outranks the undated db");
+    assert_eq!(
+        gateway.spec.servers[0].port.protocol,
+        Protocol::Http,
+        "the dated blog outranks the undated db"
+    );
 }
 
 #[test]
@@ -228,12 +321,21 @@ fn excluded_hosts_of_a_contributor_are_not_served() {
     let lost = BTreeSet::from(["www.shop.example.com".to_string()]);
     let rendering = render_gateway(
         &shared_gateway(),
-        &[Contribution { meshservice: &shop, excluded_hosts: &lost }],
+        &[Contribution {
+            meshservice: &shop,
+            excluded_hosts: &lost,
+        }],
         &GatewayOptions::default(),
     )
     .expect("renders");
-    let hosts: BTreeSet<_> = served_hosts(&applied(rendering)).into_iter().map(|(_, _, _, host)| host).collect();
-    assert_eq!(hosts, BTreeSet::from(["team-a/shop.example.com".to_string()]));
+    let hosts: BTreeSet<_> = served_hosts(&applied(rendering))
+        .into_iter()
+        .map(|(_, _, _, host)| host)
+        .collect();
+    assert_eq!(
+        hosts,
+        BTreeSet::from(["team-a/shop.example.com".to_string()])
+    );
 }
 
 #[test]
@@ -244,7 +346,10 @@ fn with_no_host_left_the_plan_is_to_delete_the_gateway() {
     let everything = BTreeSet::from(["blog.example.com".to_string()]);
     let rendering = render_gateway(
         &shared_gateway(),
-        &[Contribution { meshservice: &blog, excluded_hosts: &everything }],
+        &[Contribution {
+            meshservice: &blog,
+            excluded_hosts: &everything,
+        }],
         &GatewayOptions::default(),
     )
     .expect("renders");
@@ -254,19 +359,32 @@ fn with_no_host_left_the_plan_is_to_delete_the_gateway() {
 #[test]
 fn a_contributor_being_deleted_no_longer_contributes() {
     let mut leaving = blog();
-    leaving.metadata.deletion_timestamp = Some(serde_json::from_value(json!("2026-03-01T00:00:00Z")).expect("time"));
+    leaving.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-03-01T00:00:00Z")).expect("time"));
     let gateway = applied(render(&[&shop(), &leaving]));
-    assert!(served_hosts(&gateway).iter().all(|(_, _, _, host)| host.starts_with("team-a/")));
-    assert_eq!(render(&[&leaving]).plan, GatewayPlan::Delete(shared_gateway()));
+    assert!(
+        served_hosts(&gateway)
+            .iter()
+            .all(|(_, _, _, host)| host.starts_with("team-a/"))
+    );
+    assert_eq!(
+        render(&[&leaving]).plan,
+        GatewayPlan::Delete(shared_gateway())
+    );
 }
 
 #[test]
 fn the_selector_can_be_configured() {
-    let options = GatewayOptions { selector: BTreeMap::from([("app".to_string(), "edge-proxy".to_string())]) };
+    let options = GatewayOptions {
+        selector: BTreeMap::from([("app".to_string(), "edge-proxy".to_string())]),
+    };
     let blog = blog();
     let rendering = render_gateway(
         &shared_gateway(),
-        &[Contribution { meshservice: &blog, excluded_hosts: &nothing_excluded() }],
+        &[Contribution {
+            meshservice: &blog,
+            excluded_hosts: &nothing_excluded(),
+        }],
         &options,
     )
     .expect("renders");
@@ -293,10 +411,15 @@ fn a_meshservice_that_does_not_reference_the_gateway_as_managed_is_refused() {
     for stranger in [&unmanaged, &elsewhere] {
         let result = render_gateway(
             &shared_gateway(),
-            &[Contribution { meshservice: stranger, excluded_hosts: &nothing }],
+            &[Contribution {
+                meshservice: stranger,
+                excluded_hosts: &nothing,
+            }],
             &GatewayOptions::default(),
         );
-        assert!(matches!(result, Err(RenderError::NotAContributor { gateway, .. }) if gateway == shared_gateway()));
+        assert!(
+            matches!(result, Err(RenderError::NotAContributor { gateway, .. }) if gateway == shared_gateway())
+        );
     }
 }
 
@@ -304,9 +427,14 @@ fn a_meshservice_that_does_not_reference_the_gateway_as_managed_is_refused() {
 fn the_same_contributor_given_twice_is_refused() {
     let blog = blog();
     let nothing = nothing_excluded();
-    let twice = [Contribution { meshservice: &blog, excluded_hosts: &nothing }; 2];
+    let twice = [Contribution {
+        meshservice: &blog,
+        excluded_hosts: &nothing,
+    }; 2];
     let result = render_gateway(&shared_gateway(), &twice, &GatewayOptions::default());
-    assert!(matches!(result, Err(RenderError::DuplicateContributor { contributor, .. }) if contributor == "team-b/blog"));
+    assert!(
+        matches!(result, Err(RenderError::DuplicateContributor { contributor, .. }) if contributor == "team-b/blog")
+    );
 }
 
 #[test]
@@ -317,11 +445,82 @@ fn the_managed_gateway_key_of_a_meshservice_defaults_its_namespace() {
         json!({"serviceName": "wiki", "hosts": ["wiki.example.com"], "gateway": {"name": "edge", "managed": true},
                "ports": [{"port": 80}]}),
     );
-    let key = GatewayKey::managed_by(&elsewhere).expect("namespaced").expect("managed");
+    let key = GatewayKey::managed_by(&elsewhere)
+        .expect("namespaced")
+        .expect("managed");
     assert_eq!(key.to_string(), "team-b/edge");
-    assert_eq!(GatewayKey::managed_by(&common::seed_example()).expect("namespaced"), None);
     assert_eq!(
-        GatewayKey::referenced_by(&common::seed_example()).expect("namespaced").map(|key| key.to_string()),
+        GatewayKey::managed_by(&common::seed_example()).expect("namespaced"),
+        None
+    );
+    assert_eq!(
+        GatewayKey::referenced_by(&common::seed_example())
+            .expect("namespaced")
+            .map(|key| key.to_string()),
         Some("istio-system/public-gateway".to_string())
+    );
+}
+
+#[test]
+fn a_host_claimed_under_two_credentials_on_one_port_stays_with_the_older_claim() {
+    let older = contributor(
+        "team-a",
+        "shop",
+        Some("2026-01-01T00:00:00Z"),
+        json!({"serviceName": "shop", "hosts": ["shop.example.com"],
+               "gateway": managed(json!({"tls": {"credentialName": "old-cert"}})),
+               "ports": [{"port": 443, "protocol": "HTTPS"}]}),
+    );
+    let newer = contributor(
+        "team-a",
+        "shop-v2",
+        Some("2026-03-01T00:00:00Z"),
+        json!({"serviceName": "shop-v2", "hosts": ["shop.example.com", "v2.shop.example.com"],
+               "gateway": managed(json!({"tls": {"credentialName": "new-cert"}})),
+               "ports": [{"port": 443, "protocol": "HTTPS"}]}),
+    );
+    let gateway = applied(render(&[&newer, &older]));
+    assert_eq!(
+        served_hosts(&gateway),
+        BTreeSet::from([
+            (
+                443,
+                Protocol::Https,
+                Some("new-cert".to_string()),
+                "team-a/v2.shop.example.com".to_string()
+            ),
+            (
+                443,
+                Protocol::Https,
+                Some("old-cert".to_string()),
+                "team-a/shop.example.com".to_string()
+            ),
+        ])
+    );
+}
+
+#[test]
+fn a_meshservice_repeating_a_claim_of_its_namespace_shares_the_server_and_is_a_contributor() {
+    let first = blog();
+    let second = contributor(
+        "team-b",
+        "blog-canary",
+        None,
+        json!({"serviceName": "blog-canary", "hosts": ["blog.example.com"], "gateway": managed(json!({})),
+               "ports": [{"port": 80}]}),
+    );
+    let gateway = applied(render(&[&first, &second]));
+    assert_eq!(gateway.spec.servers.len(), 1);
+    assert_eq!(
+        gateway.spec.servers[0].hosts,
+        vec!["team-b/blog.example.com"]
+    );
+    assert_eq!(
+        gateway
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(ownership::CONTRIBUTORS_ANNOTATION)),
+        Some(&"team-b/blog,team-b/blog-canary".to_string())
     );
 }

@@ -49,11 +49,18 @@ pub fn served_hosts(gateway: &Gateway) -> BTreeSet<(u32, Protocol, Option<String
         .servers
         .iter()
         .flat_map(|server| {
-            let credential = server.tls.as_ref().and_then(|tls| tls.credential_name.clone());
-            server
-                .hosts
-                .iter()
-                .map(move |host| (server.port.number, server.port.protocol, credential.clone(), host.clone()))
+            let credential = server
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.credential_name.clone());
+            server.hosts.iter().map(move |host| {
+                (
+                    server.port.number,
+                    server.port.protocol,
+                    credential.clone(),
+                    host.clone(),
+                )
+            })
         })
         .collect()
 }
