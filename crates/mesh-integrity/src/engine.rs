@@ -1,0 +1,748 @@
+//! The engine: a SQLite connection holding the projections, and the operations on it.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::finding::{Coverage, Durations, Finding, REPORT_VERSION, Report, ResourceRef, SkippedRule, Summary};
+use crate::model::{IngestOptions, IngestStats, ObjectKey, SourceObject};
+use crate::project::{self, Projected, Projection};
+use crate::rules::{self, Analysis, Hit, Row};
+use crate::suppress::Suppression;
+
+mod embedded {
+    refinery::embed_migrations!("../../migrations");
+}
+
+/// The integrity engine. Holds the projected mesh in SQLite; single-threaded (not `Sync`): wrap it
+/// in a `Mutex` to share it.
+pub struct Engine {
+    conn: Connection,
+    options: IngestOptions,
+    suppressions: Vec<Suppression>,
+    last_ingest: Option<Duration>,
+    full_sql: Vec<String>,
+    targeted_sql: Vec<String>,
+}
+
+/// What the engine knows about one stored object.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjInfo {
+    pub key: ObjectKey,
+    pub api_version: String,
+    pub owner: Option<String>,
+    pub managed: bool,
+    pub suppress: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+}
+
+impl ObjInfo {
+    pub fn resource(&self) -> ResourceRef {
+        ResourceRef {
+            api_version: self.api_version.clone(),
+            kind: self.key.kind.clone(),
+            namespace: self.key.namespace.clone(),
+            name: self.key.name.clone(),
+        }
+    }
+    /// `Kind ns/name`.
+    pub fn display(&self) -> String {
+        self.key.to_string()
+    }
+    /// `ns/name`.
+    pub fn nsname(&self) -> String {
+        format!("{}/{}", self.key.namespace, self.key.name)
+    }
+    /// Owned by the operator: it may apply repairs to it.
+    pub fn operator_owned(&self) -> bool {
+        self.managed || self.owner.is_some()
+    }
+}
+
+/// Lookups rules make while building findings.
+pub(crate) struct Ctx<'c> {
+    pub conn: &'c Connection,
+    cache: RefCell<HashMap<i64, Rc<ObjInfo>>>,
+}
+
+impl<'c> Ctx<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Ctx { conn, cache: RefCell::new(HashMap::new()) }
+    }
+
+    pub fn obj(&self, id: i64) -> Result<Rc<ObjInfo>, Error> {
+        if let Some(info) = self.cache.borrow().get(&id) {
+            return Ok(info.clone());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT grp, kind, ns, name, api_version, owner, managed, suppress, file, line FROM object WHERE id = ?1",
+        )?;
+        let info = stmt.query_row([id], |r| {
+            Ok(ObjInfo {
+                key: ObjectKey {
+                    group: r.get(0)?,
+                    kind: r.get(1)?,
+                    namespace: r.get(2)?,
+                    name: r.get(3)?,
+                },
+                api_version: r.get(4)?,
+                owner: r.get(5)?,
+                managed: r.get::<_, i64>(6)? != 0,
+                suppress: r.get(7)?,
+                file: r.get(8)?,
+                line: r.get::<_, Option<i64>>(9)?.map(|l| l as u32),
+            })
+        })?;
+        let info = Rc::new(info);
+        self.cache.borrow_mut().insert(id, info.clone());
+        Ok(info)
+    }
+
+    /// Rows of a lookup query (small result sets).
+    pub fn rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, Error> {
+        query_rows(self.conn, sql, params)
+    }
+
+    /// Id of an object by key parts.
+    pub fn find(&self, group: &str, kind: &str, ns: &str, name: &str) -> Result<Option<i64>, Error> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?;
+        Ok(stmt.query_row(params![group, kind, ns, name], |r| r.get(0)).optional()?)
+    }
+}
+
+pub(crate) fn query_rows(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, Error> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let n = stmt.column_count();
+    let mut out = Vec::new();
+    let mut rows = stmt.query(params)?;
+    while let Some(r) = rows.next()? {
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(r.get::<_, rusqlite::types::Value>(i)?);
+        }
+        out.push(Row(values));
+    }
+    Ok(out)
+}
+
+fn register_functions(conn: &Connection) -> Result<(), Error> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    conn.create_scalar_function("host_matches", 2, flags, |ctx| {
+        let a = ctx.get_raw(0).as_str().unwrap_or("");
+        let b = ctx.get_raw(1).as_str().unwrap_or("");
+        Ok(crate::host::matches(a, b))
+    })?;
+    conn.create_scalar_function("ends_with", 2, flags, |ctx| {
+        let a = ctx.get_raw(0).as_str().unwrap_or("");
+        let b = ctx.get_raw(1).as_str().unwrap_or("");
+        Ok(a.ends_with(b))
+    })?;
+    Ok(())
+}
+
+/// Tables holding an object's projection, by kind (plus `export_to` and `undecodable` for all).
+fn tables_of(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("networking.istio.io", "VirtualService") => &["vs", "vs_host", "vs_gateway", "mesh_host", "dest"],
+        ("networking.istio.io", "Gateway") => &["gateway", "gw_server", "selector"],
+        ("networking.istio.io", "DestinationRule") => &["dr", "dr_subset"],
+        ("networking.istio.io", "ServiceEntry") => &["provider", "port"],
+        ("networking.istio.io", "Sidecar") => &["sidecar", "selector"],
+        ("", "Service") => &["service", "selector", "provider", "port"],
+        ("", "Pod") => &["label"],
+        ("", "Secret") => &["secret"],
+        ("gateway.networking.k8s.io", "Gateway") => &["gw_server"],
+        ("mesh.istio.operator", "MeshService") => &["ms", "ms_host", "ms_port"],
+        _ => &[],
+    }
+}
+
+impl Engine {
+    /// An engine on a private in-memory database (the default).
+    pub fn open_in_memory() -> Result<Engine, Error> {
+        Self::with_connection(Connection::open_in_memory()?)
+    }
+
+    /// An engine on a database file (created and migrated if needed), for tools that keep state.
+    pub fn open(path: impl AsRef<Path>) -> Result<Engine, Error> {
+        Self::with_connection(Connection::open(path)?)
+    }
+
+    fn with_connection(mut conn: Connection) -> Result<Engine, Error> {
+        conn.execute_batch(
+            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA foreign_keys = OFF;",
+        )?;
+        let _ = conn.pragma_update(None, "journal_mode", "MEMORY");
+        register_functions(&conn)?;
+        conn.set_prepared_statement_cache_capacity(128);
+        embedded::migrations::runner().run(&mut conn)?;
+        let analyses = rules::analyses();
+        let full_sql = analyses.iter().map(|a| a.sql_for(None)).collect();
+        let targeted_sql = analyses.iter().map(|a| a.sql_for(Some(()))).collect();
+        Ok(Engine {
+            conn,
+            options: IngestOptions::default(),
+            suppressions: Vec::new(),
+            last_ingest: None,
+            full_sql,
+            targeted_sql,
+        })
+    }
+
+    /// Sets the ingest options (default namespace).
+    pub fn set_options(&mut self, options: IngestOptions) {
+        self.options = options;
+    }
+
+    /// Builder form of [`Engine::set_options`].
+    pub fn with_options(mut self, options: IngestOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The ingest options in force.
+    pub fn options(&self) -> &IngestOptions {
+        &self.options
+    }
+
+    /// The schema version: the latest migration applied (`V2__…` → 2).
+    pub fn schema_version(&self) -> Result<i64, Error> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
+    }
+
+    /// The latest schema version this build knows.
+    pub fn latest_schema_version() -> i64 {
+        embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version() as i64)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The underlying SQLite connection, read-only use intended (ad-hoc queries, debugging).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Adds an external suppression (`CODE` or `CODE=Kind/namespace/name`), as the CLI's `--suppress`.
+    pub fn add_suppression(&mut self, spec: &str) -> Result<(), Error> {
+        self.suppressions.push(Suppression::parse(spec)?);
+        Ok(())
+    }
+
+    /// Removes every external suppression.
+    pub fn clear_suppressions(&mut self) {
+        self.suppressions.clear();
+    }
+
+    /// Ingests a snapshot in one transaction. Objects already present (same key) are replaced.
+    /// Unknown kinds are counted and skipped; objects that cannot be projected are stored as
+    /// `MSH0001` findings. Only SQLite failures are errors.
+    pub fn ingest_batch<I>(&mut self, objects: I) -> Result<IngestStats, Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<SourceObject>,
+    {
+        let started = Instant::now();
+        let mut stats = IngestStats::default();
+        let tx = self.conn.transaction()?;
+        for object in objects {
+            let object: SourceObject = object.into();
+            store_object(&tx, &self.options, &object, &mut stats)?;
+        }
+        tx.commit()?;
+        self.last_ingest = Some(started.elapsed());
+        Ok(stats)
+    }
+
+    /// Inserts or replaces one object (a watch event). Returns its key, or `None` for a kind the
+    /// engine does not check. An object that cannot be projected is stored as an `MSH0001`
+    /// finding; an object without apiVersion, kind or name is an [`Error::Identity`].
+    pub fn upsert(&mut self, object: impl Into<SourceObject>) -> Result<Option<ObjectKey>, Error> {
+        let object = object.into();
+        let mut stats = IngestStats::default();
+        let tx = self.conn.transaction()?;
+        let key = store_object(&tx, &self.options, &object, &mut stats)?;
+        tx.commit()?;
+        if key.is_none() && stats.skipped_unknown.is_empty() {
+            return Err(Error::Identity(identity_problem(&object.value)));
+        }
+        Ok(key)
+    }
+
+    /// [`Engine::upsert`] of a borrowed value.
+    pub fn upsert_value(&mut self, value: &Value) -> Result<Option<ObjectKey>, Error> {
+        self.upsert(SourceObject::new(value.clone()))
+    }
+
+    /// Removes one object. Returns whether it was present.
+    pub fn delete(&mut self, key: &ObjectKey) -> Result<bool, Error> {
+        let tx = self.conn.transaction()?;
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?
+            .query_row(params![key.group, key.kind, key.namespace, key.name], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            clear_rows(&tx, id, &key.group, &key.kind)?;
+            tx.prepare_cached("DELETE FROM object WHERE id = ?1")?.execute([id])?;
+        }
+        tx.commit()?;
+        Ok(id.is_some())
+    }
+
+    /// Records an object that failed to decode elsewhere (e.g. the operator's typed watch) as an
+    /// `MSH0001` finding on `key`, replacing what was stored under that key. The next successful
+    /// upsert of the key clears it.
+    pub fn record_undecodable(&mut self, key: &ObjectKey, message: &str) -> Result<(), Error> {
+        let api_version = if key.group.is_empty() { "v1".to_string() } else { format!("{}/unknown", key.group) };
+        let projection = project::undecodable(key, &api_version, message);
+        let tx = self.conn.transaction()?;
+        store_projection(&tx, &projection, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Number of objects held, by kind.
+    pub fn objects_by_kind(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let mut stmt = self.conn.prepare_cached("SELECT kind, count(*) FROM object GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether an object is held.
+    pub fn contains(&self, key: &ObjectKey) -> Result<bool, Error> {
+        Ok(self.object_id(key)?.is_some())
+    }
+
+    fn object_id(&self, key: &ObjectKey) -> Result<Option<i64>, Error> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?;
+        Ok(stmt.query_row(params![key.group, key.kind, key.namespace, key.name], |r| r.get(0)).optional()?)
+    }
+
+    fn present_kinds(&self) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        for kind in ["Pod", "Secret", "Namespace"] {
+            let present: bool = self
+                .conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM object WHERE kind = ?1 AND grp = '')")?
+                .query_row([kind], |r| r.get(0))?;
+            if present {
+                out.push(kind.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs every rule over everything held and returns the report.
+    pub fn check(&self) -> Result<Report, Error> {
+        let started = Instant::now();
+        let present = self.present_kinds()?;
+        let ctx = Ctx::new(&self.conn);
+        let mut findings = Vec::new();
+        let mut suppressed = 0u64;
+        let mut coverage = Coverage {
+            pods: present.iter().any(|k| k == "Pod"),
+            secrets: present.iter().any(|k| k == "Secret"),
+            namespaces: present.iter().any(|k| k == "Namespace"),
+            ..Coverage::default()
+        };
+        for (i, analysis) in rules::analyses().iter().enumerate() {
+            if let Some(missing) = analysis.missing(&present) {
+                for rule in analysis.rules {
+                    coverage.skipped_rules.push(SkippedRule {
+                        rule: rule.name.to_string(),
+                        code: rule.code.to_string(),
+                        reason: format!("no {missing} in the input"),
+                    });
+                }
+                continue;
+            }
+            let rows = query_rows(&self.conn, &self.full_sql[i], [])?;
+            let hits = build_hits(&ctx, analysis, rows)?;
+            for hit in hits {
+                match self.finish(&ctx, hit)? {
+                    Some(f) => findings.push(f),
+                    None => suppressed += 1,
+                }
+            }
+        }
+        for missing in ["Pod", "Secret", "Namespace"] {
+            let skipped: Vec<&str> = rules::analyses()
+                .iter()
+                .filter(|a| a.missing(&present) == Some(missing))
+                .flat_map(|a| a.rules.iter().map(|r| r.name))
+                .collect();
+            if !skipped.is_empty() {
+                coverage.notes.push(format!(
+                    "no {missing} in the input: {} did not run (add {missing} objects to check them)",
+                    skipped.join(", ")
+                ));
+            }
+        }
+        sort_findings(&mut findings);
+        let objects_by_kind = self.objects_by_kind()?;
+        let summary = summarise(&findings, objects_by_kind, suppressed);
+        Ok(Report {
+            report_version: REPORT_VERSION,
+            schema_version: self.schema_version()?,
+            findings,
+            summary,
+            durations: Durations {
+                ingest_ms: self.last_ingest.map(|d| d.as_secs_f64() * 1e3),
+                check_ms: started.elapsed().as_secs_f64() * 1e3,
+            },
+            coverage,
+        })
+    }
+
+    /// The findings reported on one object (indexed: the rules run restricted to it). Same
+    /// findings as the object's share of [`Engine::check`].
+    pub fn findings_for(&self, key: &ObjectKey) -> Result<Vec<Finding>, Error> {
+        let Some(id) = self.object_id(key)? else { return Ok(Vec::new()) };
+        let present = self.present_kinds()?;
+        let ctx = Ctx::new(&self.conn);
+        let mut findings = Vec::new();
+        for (i, analysis) in rules::analyses().iter().enumerate() {
+            if !analysis.reports_on.contains(&key.kind.as_str()) || analysis.missing(&present).is_some() {
+                continue;
+            }
+            let rows = query_rows(&self.conn, &self.targeted_sql[i], [id])?;
+            for hit in build_hits(&ctx, analysis, rows)? {
+                if hit.obj != id {
+                    continue;
+                }
+                if let Some(f) = self.finish(&ctx, hit)? {
+                    findings.push(f);
+                }
+            }
+        }
+        sort_findings(&mut findings);
+        Ok(findings)
+    }
+
+    fn finish(&self, ctx: &Ctx, hit: Hit) -> Result<Option<Finding>, Error> {
+        let info = ctx.obj(hit.obj)?;
+        if crate::suppress::annotation_suppresses(info.suppress.as_deref(), hit.rule.code)
+            || self.suppressions.iter().any(|s| s.matches(hit.rule, &info.key))
+        {
+            return Ok(None);
+        }
+        let mut related = Vec::new();
+        for id in hit.related {
+            if id != hit.obj {
+                let r = ctx.obj(id)?.resource();
+                if !related.contains(&r) {
+                    related.push(r);
+                }
+            }
+        }
+        let winner = match hit.winner {
+            Some(id) => Some(ctx.obj(id)?.resource()),
+            None => None,
+        };
+        Ok(Some(Finding {
+            code: hit.rule.code.to_string(),
+            rule: hit.rule.name.to_string(),
+            severity: hit.rule.severity,
+            resource: info.resource(),
+            message: hit.message,
+            file: info.file.clone(),
+            line: info.line,
+            related,
+            chain: hit.chain,
+            repair: hit.repair,
+            host: hit.host,
+            port: hit.port,
+            gateway: hit.gateway,
+            winner,
+        }))
+    }
+}
+
+fn build_hits(ctx: &Ctx, analysis: &Analysis, rows: Vec<Row>) -> Result<Vec<Hit>, Error> {
+    let mut hits = Vec::with_capacity(rows.len());
+    let mut seen = std::collections::HashSet::new();
+    for row in rows {
+        if let Some(hit) = (analysis.build)(ctx, &row)? {
+            if analysis.once_per_object && !seen.insert(hit.obj) {
+                continue;
+            }
+            hits.push(hit);
+        }
+    }
+    Ok(hits)
+}
+
+pub(crate) fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        (&a.resource.namespace, &a.resource.kind, &a.resource.name, &a.code, &a.rule, &a.message, &a.host, a.port)
+            .cmp(&(&b.resource.namespace, &b.resource.kind, &b.resource.name, &b.code, &b.rule, &b.message, &b.host, b.port))
+    });
+}
+
+fn summarise(findings: &[Finding], objects_by_kind: BTreeMap<String, u64>, suppressed: u64) -> Summary {
+    let mut summary = Summary {
+        total: findings.len() as u64,
+        objects_total: objects_by_kind.values().sum(),
+        objects_by_kind,
+        suppressed,
+        ..Summary::default()
+    };
+    for s in ["error", "warning", "info"] {
+        summary.by_severity.insert(s.to_string(), 0);
+    }
+    for f in findings {
+        *summary.by_code.entry(f.code.clone()).or_default() += 1;
+        *summary.by_rule.entry(f.rule.clone()).or_default() += 1;
+        *summary.by_severity.entry(f.severity.as_str().to_string()).or_default() += 1;
+        *summary.by_namespace.entry(f.resource.namespace.clone()).or_default() += 1;
+    }
+    summary
+}
+
+fn identity_problem(value: &Value) -> String {
+    match project::project(value, "default") {
+        Projected::NoIdentity(message) => message,
+        _ => "object has no usable identity".into(),
+    }
+}
+
+/// Projects and stores one object; returns its key (None for unknown kinds and objects without
+/// identity; the latter are stored under a synthetic name when they come from a file).
+fn store_object(
+    conn: &Connection,
+    options: &IngestOptions,
+    object: &SourceObject,
+    stats: &mut IngestStats,
+) -> Result<Option<ObjectKey>, Error> {
+    match project::project(&object.value, &options.default_namespace) {
+        Projected::Unknown(kind) => {
+            *stats.skipped_unknown.entry(kind).or_default() += 1;
+            Ok(None)
+        }
+        Projected::NoIdentity(message) => {
+            // Batch input from files: keep it as a finding under a synthetic name so the run reports it.
+            let Some(origin) = &object.origin else { return Ok(None) };
+            let api_version = object.value.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
+            let kind = object.value.get("kind").and_then(Value::as_str).unwrap_or("Unknown");
+            let group = crate::model::group_of(api_version);
+            if !project::is_known(group, kind) {
+                *stats.skipped_unknown.entry(format!("{api_version}/{kind}")).or_default() += 1;
+                return Ok(None);
+            }
+            let key = ObjectKey::new(
+                group,
+                kind,
+                &options.default_namespace,
+                &format!("(unnamed {}:{})", origin.file, origin.line),
+            );
+            let projection = project::undecodable(&key, api_version, &message);
+            store_projection(conn, &projection, Some(object))?;
+            stats.undecodable += 1;
+            stats.total += 1;
+            *stats.by_kind.entry(key.kind.clone()).or_default() += 1;
+            Ok(Some(key))
+        }
+        Projected::Object(projection) => {
+            store_projection(conn, &projection, Some(object))?;
+            if projection.rows.undecodable.is_some() {
+                stats.undecodable += 1;
+            }
+            stats.total += 1;
+            *stats.by_kind.entry(projection.key.kind.clone()).or_default() += 1;
+            Ok(Some(projection.key))
+        }
+    }
+}
+
+fn clear_rows(conn: &Connection, id: i64, group: &str, kind: &str) -> Result<(), Error> {
+    for table in tables_of(group, kind).iter().chain(["export_to", "undecodable"].iter()) {
+        let column = "obj";
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?.execute([id])?;
+    }
+    Ok(())
+}
+
+fn store_projection(conn: &Connection, p: &Projection, source: Option<&SourceObject>) -> Result<i64, Error> {
+    let k = &p.key;
+    let (file, line) = match source.and_then(|s| s.origin.as_ref()) {
+        Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
+        None => (None, None),
+    };
+    let existing: Option<i64> = conn
+        .prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?
+        .query_row(params![k.group, k.kind, k.namespace, k.name], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => {
+            clear_rows(conn, id, &k.group, &k.kind)?;
+            conn.prepare_cached(
+                "UPDATE object SET api_version = ?2, created = ?3, owner = ?4, contributors = ?5, managed = ?6, \
+                 suppress = ?7, file = ?8, line = ?9 WHERE id = ?1",
+            )?
+            .execute(params![id, p.api_version, p.created, p.owner, p.contributors, p.managed, p.suppress, file, line])?;
+            id
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?
+            .execute(params![
+                k.group,
+                k.kind,
+                k.namespace,
+                k.name,
+                p.api_version,
+                p.created,
+                p.owner,
+                p.contributors,
+                p.managed,
+                p.suppress,
+                file,
+                line
+            ])?;
+            conn.last_insert_rowid()
+        }
+    };
+    insert_rows(conn, id, &p.rows)?;
+    Ok(id)
+}
+
+fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), Error> {
+    let wild = project::wild;
+    if let Some(message) = &rows.undecodable {
+        conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?.execute(params![id, message])?;
+        return Ok(());
+    }
+    if !rows.export_to.is_empty() {
+        let mut s = conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
+        for (scope, raw) in &rows.export_to {
+            s.execute(params![id, scope, raw])?;
+        }
+    }
+    if let Some((mesh, export_all)) = rows.vs {
+        conn.prepare_cached("INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)")?
+            .execute(params![id, mesh, export_all])?;
+        let mut s = conn.prepare_cached("INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (i, (host, fqdn)) in rows.vs_host.iter().enumerate() {
+            s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+        }
+        let mut s =
+            conn.prepare_cached("INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (i, r, n, name) in &rows.vs_gateway {
+            s.execute(params![id, i, r, n, name])?;
+        }
+        let mut s = conn.prepare_cached("INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)")?;
+        for (scope, fqdn) in &rows.mesh_host {
+            s.execute(params![id, scope, fqdn, wild(fqdn)])?;
+        }
+        let mut s = conn.prepare_cached(
+            "INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for d in &rows.dest {
+            s.execute(params![id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path])?;
+        }
+    }
+    if let Some((sel, sel_n, n_servers)) = &rows.gateway {
+        conn.prepare_cached("INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![id, sel, sel_n, n_servers])?;
+    }
+    if !rows.gw_server.is_empty() {
+        let mut s = conn.prepare_cached(
+            "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for v in &rows.gw_server {
+            s.execute(params![
+                id,
+                v.sidx,
+                v.hidx,
+                v.port,
+                v.protocol,
+                v.bind,
+                v.raw,
+                v.vis_ns,
+                v.host,
+                wild(&v.host),
+                v.credential
+            ])?;
+        }
+    }
+    if !rows.selector.is_empty() {
+        let mut s = conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
+        for (k, v) in &rows.selector {
+            s.execute(params![id, k, v])?;
+        }
+    }
+    if !rows.label.is_empty() {
+        let mut s = conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
+        for (k, v) in &rows.label {
+            s.execute(params![id, k, v])?;
+        }
+    }
+    if !rows.provider.is_empty() {
+        let mut s = conn.prepare_cached(
+            "INSERT INTO provider (obj, scope, raw, fqdn, wild, suffix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for (scope, raw, fqdn) in &rows.provider {
+            let w = wild(fqdn);
+            let suffix = if w { Some(&fqdn[1..]) } else { None };
+            s.execute(params![id, scope, raw, fqdn, w, suffix])?;
+        }
+    }
+    if !rows.port.is_empty() {
+        let mut s =
+            conn.prepare_cached("INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (n, name, protocol, target) in &rows.port {
+            s.execute(params![id, n, name, protocol, target])?;
+        }
+    }
+    if let Some(sel_n) = rows.service {
+        conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?.execute(params![id, sel_n])?;
+    }
+    if let Some((host, fqdn, skey, export_all, n_subsets)) = &rows.dr {
+        conn.prepare_cached(
+            "INSERT INTO dr (obj, host, fqdn, skey, wild, export_all, n_subsets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![id, host, fqdn, skey, wild(host), export_all, n_subsets])?;
+        let mut s = conn.prepare_cached("INSERT INTO dr_subset (obj, name) VALUES (?1, ?2)")?;
+        for name in &rows.dr_subset {
+            s.execute(params![id, name])?;
+        }
+    }
+    if let Some(sel_n) = rows.sidecar {
+        conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?.execute(params![id, sel_n])?;
+    }
+    if let Some(t) = &rows.secret {
+        conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?.execute(params![id, t])?;
+    }
+    if let Some((service_name, gw_ns, gw_name, managed, credential)) = &rows.ms {
+        conn.prepare_cached(
+            "INSERT INTO ms (obj, service_name, gw_ns, gw_name, gw_managed, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![id, service_name, gw_ns, gw_name, managed, credential])?;
+        let mut s = conn.prepare_cached("INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        for (i, (host, fqdn)) in rows.ms_host.iter().enumerate() {
+            s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+        }
+        let mut s = conn.prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
+        for (port, protocol) in &rows.ms_port {
+            s.execute(params![id, port, protocol])?;
+        }
+    }
+    Ok(())
+}

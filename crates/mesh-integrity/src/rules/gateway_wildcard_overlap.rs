@@ -1,0 +1,55 @@
+//! MSH0101: gateways on one workload whose server hosts overlap by wildcard on one port.
+
+use super::*;
+
+pub(crate) static RULE: RuleInfo = rule(
+    "MSH0101",
+    "gateway-wildcard-host-overlap",
+    Severity::Warning,
+    "Two Gateways on the same workload serve overlapping hosts (by wildcard) on the same port.",
+    "Istio's IST0145 compares host strings exactly, so `*.shop.example.com` on one Gateway and \
+     `cart.shop.example.com` on another (same selector, same port) pass, yet Envoy routes the overlapping \
+     names by whichever server wins the filter chain match, and TLS settings may differ. Namespace prefixes \
+     must be compatible (`*`, absent, or equal). Identical hosts are IST0145, not this rule.",
+);
+
+pub(crate) static ANALYSIS: Analysis = Analysis {
+    rules: &[&RULE],
+    reports_on: &["Gateway"],
+    sql: "WITH pairs AS ( \
+            SELECT a.obj, a.port, a.host AS ahost, b.obj AS other, b.host AS bhost FROM gw_server a \
+              JOIN gw_server b ON b.port = a.port AND b.obj <> a.obj \
+              WHERE a.wild = 1 AND {t} AND b.host <> '' AND a.host <> b.host AND host_matches(a.host, b.host) \
+                AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns) \
+            UNION ALL \
+            SELECT a.obj, a.port, a.host, b.obj, b.host FROM gw_server b \
+              JOIN gw_server a ON a.port = b.port AND a.obj <> b.obj \
+              WHERE b.wild = 1 AND a.wild = 0 AND {t} AND a.host <> '' AND a.host <> b.host AND host_matches(a.host, b.host) \
+                AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)) \
+          SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, ga.sel FROM pairs p \
+            JOIN gateway ga ON ga.obj = p.obj JOIN gateway gb ON gb.obj = p.other AND gb.sel = ga.sel \
+          GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
+    targets: &[("{t}", "a.obj = ?1")],
+    once_per_object: false,
+    build,
+};
+
+fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
+    let gw = ctx.obj(row.i(0))?;
+    let other = ctx.obj(row.i(1))?;
+    let (port, mine, theirs) = (row.i(2), row.s(3), row.s(4));
+    let message = format!(
+        "host {mine} on port {port} overlaps host {theirs} served by {} on the same workload (selector {})",
+        other.display(),
+        row.s(5)
+    );
+    let mut hit = Hit::new(&RULE, row.i(0), message)
+        .related(vec![row.i(1)])
+        .link(gw.display(), "spec.servers", format!("{theirs}:{port} on {}", other.display()))
+        .repair(RepairAction::none(
+            "no safe automatic repair: serve the overlapping names from one Gateway, or make the hosts disjoint",
+        ));
+    hit.host = Some(mine);
+    hit.port = Some(port as u32);
+    Ok(Some(hit))
+}

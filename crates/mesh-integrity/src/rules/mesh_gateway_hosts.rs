@@ -1,0 +1,70 @@
+//! IST0109: mesh-gateway VirtualServices defining the same host in overlapping exportTo scopes.
+
+use super::*;
+
+pub(crate) static RULE: RuleInfo = rule(
+    "IST0109",
+    "mesh-vs-host-conflict",
+    Severity::Error,
+    "Two VirtualServices bound to the mesh gateway define the same host in overlapping exportTo scopes.",
+    "Istio's ConflictingMeshGatewayHostsAnalyzer: VirtualServices with no `gateways` (or with `mesh`) are \
+     keyed by (scope, FQDN of each host), scope `*` when exportTo is empty or contains `*`, else each entry \
+     (`.` = own namespace). Two entries with one key conflict (a VirtualService listing `svc` and \
+     `svc.ns.svc.cluster.local` conflicts with itself); an entry in a namespace scope also conflicts with a \
+     `*`-scoped entry whose host overlaps (wildcard matching). Sidecars then get an arbitrary one of the \
+     routes. Reported once per VirtualService, naming the first conflicting key. VirtualServices bound only \
+     to other gateways are merged by Istio and not checked here.",
+);
+
+pub(crate) static ANALYSIS: Analysis = Analysis {
+    rules: &[&RULE],
+    reports_on: &["VirtualService"],
+    sql: "WITH a AS MATERIALIZED (SELECT rowid AS rid, obj, scope, fqdn, wild FROM mesh_host WHERE {t}), \
+          pairs AS ( \
+            SELECT a.obj, a.scope, a.fqdn, b.obj AS other FROM a JOIN mesh_host b \
+              ON b.fqdn = a.fqdn AND b.scope = a.scope AND b.rowid <> a.rid \
+            UNION ALL \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+              ON b.fqdn = a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
+            UNION ALL \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+              ON b.wild = 1 AND b.fqdn <> a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
+                 AND host_matches(a.fqdn, b.fqdn) \
+            UNION ALL \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+              ON a.wild = 1 AND b.wild = 0 AND b.fqdn <> a.fqdn AND b.obj <> a.obj \
+                 AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn)), \
+          first AS (SELECT obj, min(scope || char(1) || fqdn) AS k FROM pairs GROUP BY obj) \
+          SELECT p.obj, p.scope, p.fqdn, group_concat(DISTINCT p.other) FROM pairs p \
+            JOIN first f ON f.obj = p.obj AND f.k = p.scope || char(1) || p.fqdn \
+          GROUP BY p.obj ORDER BY p.obj",
+    targets: &[("{t}", "obj = ?1")],
+    once_per_object: true,
+    build,
+};
+
+fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
+    let id = row.i(0);
+    let vs = ctx.obj(id)?;
+    let others = row.ids(3);
+    let mut names = vec![vs.nsname()];
+    for o in &others {
+        names.push(ctx.obj(*o)?.nsname());
+    }
+    names.sort();
+    let key = format!("{}/{}", row.s(1), row.s(2));
+    let message = format!(
+        "The VirtualServices {} associated with mesh gateway define the same host {key} which can lead to \
+         undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+        names.join(",")
+    );
+    let mut hit = Hit::new(&RULE, id, message)
+        .related(others.clone())
+        .link(vs.display(), "spec.hosts", format!("{key}: also defined by {}", names.join(", ")))
+        .repair(RepairAction::none(
+            "no safe automatic repair: merge the VirtualServices into one, or narrow their exportTo so the \
+             scopes no longer overlap; which routes should win is a human decision",
+        ));
+    hit.host = Some(row.s(2));
+    Ok(Some(hit))
+}

@@ -1,0 +1,60 @@
+//! IST0177: ServiceEntries declaring different protocols for one host and port in one scope.
+
+use super::*;
+
+pub(crate) static RULE: RuleInfo = rule(
+    "IST0177",
+    "se-protocol-conflict",
+    Severity::Warning,
+    "ServiceEntries declare different protocols for the same host and port in overlapping scopes.",
+    "Istio's ConflictingServiceEntryProtocolAnalyzer: index (scope, host as written, port) → protocols, \
+     scope `*` for an empty exportTo or one with `*`, else each entry; namespace scopes also see the \
+     `*`-scoped entries. Two protocols for one key make the listener's protocol arbitrary. Example: \
+     `api.example.com:443` declared HTTPS by one ServiceEntry and TLS by another.",
+);
+
+pub(crate) static ANALYSIS: Analysis = Analysis {
+    rules: &[&RULE],
+    reports_on: &["ServiceEntry"],
+    sql: "WITH e AS MATERIALIZED (SELECT p.obj, p.scope, p.raw AS host, pt.number AS port, upper(coalesce(pt.protocol, '')) AS proto \
+              FROM provider p JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry' JOIN port pt ON pt.obj = p.obj), \
+          keys AS (SELECT DISTINCT scope, host, port FROM e WHERE {t}), \
+          members AS MATERIALIZED (SELECT k.scope, k.host, k.port, e.obj, e.proto FROM keys k JOIN e \
+              ON e.host = k.host AND e.port = k.port AND (e.scope = k.scope OR e.scope = '*')), \
+          bad AS (SELECT scope, host, port, group_concat(DISTINCT proto) AS protos, group_concat(DISTINCT obj) AS objs \
+              FROM members GROUP BY scope, host, port HAVING count(DISTINCT proto) > 1) \
+          SELECT m.obj, b.scope, b.host, b.port, b.protos, b.objs FROM bad b \
+            JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
+          WHERE {t2} GROUP BY m.obj, b.scope, b.host, b.port ORDER BY m.obj, b.scope, b.host, b.port",
+    targets: &[("{t}", "e.host IN (SELECT raw FROM provider WHERE obj = ?1)"), ("{t2}", "m.obj = ?1")],
+    once_per_object: true,
+    build,
+};
+
+fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
+    let id = row.i(0);
+    let se = ctx.obj(id)?;
+    let objs = row.ids(5);
+    let mut names = Vec::new();
+    for o in &objs {
+        names.push(ctx.obj(*o)?.nsname());
+    }
+    names.sort();
+    let mut protos: Vec<String> = row.s(4).split(',').map(str::to_string).collect();
+    protos.sort();
+    let (scope, host, port) = (row.s(1), row.s(2), row.i(3));
+    let message = format!(
+        "The ServiceEntries [{}] define conflicting protocols [{}] for host {host} and port {port} (scope {scope})",
+        names.join(", "),
+        protos.join(", ")
+    );
+    let mut hit = Hit::new(&RULE, id, message)
+        .related(objs)
+        .link(se.display(), "spec.ports", format!("{host}:{port}: protocols {}", protos.join(", ")))
+        .repair(RepairAction::none(
+            "no safe automatic repair: agree on one protocol for the host and port, or narrow the exportTo scopes",
+        ));
+    hit.host = Some(host);
+    hit.port = Some(port as u32);
+    Ok(Some(hit))
+}
