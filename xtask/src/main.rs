@@ -2,6 +2,8 @@
 
 mod controlplane;
 mod crd;
+mod installer;
+mod rbac;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +31,21 @@ enum Task {
     },
     /// Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules and fetch Istio's CRDs (cached).
     Controlplane,
+    /// Write the generated parts of deploy/ (RBAC for kustomize and the Helm chart, the chart's CRD copy, the README RBAC table) from xtask/src/rbac.rs (--check: fail with a diff when stale).
+    Manifests {
+        /// Compare instead of writing; exit non-zero and print the diff when stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write one YAML bundle of everything deploy/ installs, with the given operator image.
+    Installer {
+        /// The operator image, e.g. registry.example/istio-integrity-operator:v0.1.0.
+        #[arg(long)]
+        image: String,
+        /// Where to write the bundle.
+        #[arg(long, default_value = installer::DEFAULT_OUT)]
+        out: PathBuf,
+    },
     /// Run every check CI runs: fmt, clippy, CRD drift, control-plane build, all tests including e2e.
     Test,
 }
@@ -39,6 +56,8 @@ fn main() -> Result<()> {
         Task::Controlplane => controlplane::build(&workspace_root()).map(|dir| {
             println!("control plane ready in {}", dir.display());
         }),
+        Task::Manifests { check } => rbac::run(&workspace_root(), check),
+        Task::Installer { image, out } => installer::run(&workspace_root(), &image, &out),
         Task::Test => test(&workspace_root()),
     }
 }
@@ -69,6 +88,7 @@ fn test(root: &Path) -> Result<()> {
         ]))
     })?;
     step("cargo xtask crd --check", || crd::run(root, true))?;
+    step("cargo xtask manifests --check", || rbac::run(root, true))?;
     let controlplane_dir = step("cargo xtask controlplane", || controlplane::build(root))?;
     step("cargo test --workspace", || {
         run(Command::new(&cargo)
