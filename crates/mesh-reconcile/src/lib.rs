@@ -2,3 +2,429 @@
 //! and the Istio and Kubernetes objects around them, feeds every event into the integrity engine,
 //! applies what the renderer produces with server-side apply, repairs drift of what it owns and
 //! reports status, Events and metrics.
+//!
+//! [`run`] is the whole operator: the binary maps its flags to a [`Config`] and calls it.
+//!
+//! ```text
+//!  watches (7 kinds, per scope) ──► LiveIndex (engine + interests) ──► Triggers ──┐
+//!                                        ▲                                          ▼
+//!  Controller<MeshService> ── reconcile ─┴─ render ─ SSA children ─ status ─ Events
+//!  admin server: /healthz /readyz /metrics /report        Lease: only the leader runs controllers
+//! ```
+
+pub mod admin;
+pub mod affect;
+pub mod backoff;
+pub mod drift;
+mod error;
+pub mod index;
+pub mod metrics;
+pub mod reconcile;
+pub mod status;
+pub mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use istio_render::GatewayOptions;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use kube::core::{DeserializeGuard, DynamicObject};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube_lease_manager::LeaseManagerBuilder;
+use meshservice_api::{MeshService, ownership};
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tracing::{debug, info, warn};
+
+pub use crate::backoff::BackoffPolicy;
+pub use crate::error::{Error, Result};
+
+use crate::backoff::Backoffs;
+use crate::index::{LiveIndex, WatchedKind};
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, ReconcileSettings};
+use crate::watch::{SyncGate, Triggers, WatchContext, run_watch, stream_name};
+
+/// The name the operator reports Events under and the default Lease name.
+pub const CONTROLLER_NAME: &str = "istio-integrity-operator";
+
+/// Leader election with a `coordination.k8s.io` Lease.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// How long a lease is valid after its last renewal, in seconds.
+    pub lease_duration_seconds: u64,
+    /// How long before expiry the holder renews, in seconds.
+    pub renew_grace_seconds: u64,
+}
+
+/// Everything the operator can be told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only these namespaces (empty: all). Gateways referenced across namespaces are only
+    /// seen if their namespace is listed too.
+    pub namespaces: Vec<String>,
+    /// Reconcile only MeshServices matching this label selector.
+    pub selector: Option<String>,
+    /// Repair drift of owned objects (`false`: report it only).
+    pub repair: bool,
+    /// Leader election; `None`: this replica always leads.
+    pub leader_election: Option<LeaderElection>,
+    /// Settings of managed Gateways (workload selector).
+    pub gateway_options: GatewayOptions,
+    /// MeshServices reconciled in parallel.
+    pub concurrency: u16,
+    /// Requeue period of a healthy MeshService (a safety net under the watches).
+    pub resync: Duration,
+    /// Backoff of failing reconciles.
+    pub backoff: BackoffPolicy,
+    /// This replica's identity: Event reporter instance and Lease holder.
+    pub identity: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            selector: None,
+            repair: true,
+            leader_election: None,
+            gateway_options: GatewayOptions::default(),
+            concurrency: 4,
+            resync: Duration::from_secs(300),
+            backoff: BackoffPolicy::default(),
+            identity: CONTROLLER_NAME.to_string(),
+        }
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT, with the admin server on `admin_addr`.
+pub async fn run(client: Client, config: Config, admin_addr: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(admin_addr).await.map_err(Error::Admin)?;
+    run_until(client, config, listener, shutdown_signal()).await
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c().map(|_| ());
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(error) => {
+                warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the operator");
+                interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    interrupt.await;
+    info!("shutdown requested");
+}
+
+/// Runs the operator with the admin server on `listener` until `shutdown` completes; returns
+/// once every task has stopped (the Lease, if held, released).
+pub async fn run_until(
+    client: Client,
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    check_crd(&client, &config).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let index = Arc::new(LiveIndex::new(metrics.clone())?);
+    let triggers = Arc::new(Triggers::default());
+    let streams = watch_streams(&config);
+    let gate = Arc::new(SyncGate::new(streams.iter().map(|s| s.name.clone())));
+
+    let (stop_tx, stop_rx) = signal::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+
+    let admin_state = admin::AdminState {
+        metrics: metrics.clone(),
+        index: index.clone(),
+        gate: gate.clone(),
+        broken: Arc::new(AtomicBool::new(false)),
+    };
+    info!(addr = ?listener.local_addr().ok(), "admin server listening");
+    let admin = tokio::spawn(admin::serve(
+        listener,
+        admin_state,
+        stopped(stop_rx.clone()),
+    ));
+
+    let watch_ctx = WatchContext {
+        index: index.clone(),
+        triggers: triggers.clone(),
+        gate: gate.clone(),
+    };
+    let mut background = Vec::new();
+    for stream in streams {
+        background.push(tokio::spawn(run_watch(
+            watch_ctx.clone(),
+            stream.kind,
+            stream.api(&client),
+            stream.config,
+            stream.name,
+        )));
+    }
+    background.push(tokio::spawn(refresh_metrics_loop(index.clone())));
+
+    let result = async {
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = gate.wait() => info!("every initial list is in the integrity index; ready"),
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(config.identity.clone()),
+            },
+        );
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            index.clone(),
+            metrics.clone(),
+            recorder,
+            Backoffs::new(config.backoff),
+            ReconcileSettings {
+                repair: config.repair,
+                gateway_options: config.gateway_options.clone(),
+                resync: config.resync,
+            },
+        ));
+        match &config.leader_election {
+            None => {
+                metrics.set_leader(true);
+                run_controllers(ctx, &config, &triggers, stop_rx.clone()).await;
+                Ok(())
+            }
+            Some(election) => {
+                lead_when_elected(ctx, &config, election, &triggers, stop_rx.clone()).await
+            }
+        }
+    }
+    .await;
+
+    for task in background {
+        task.abort();
+    }
+    match admin.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "admin server failed"),
+        Err(error) => warn!(%error, "admin server task failed"),
+    }
+    info!("stopped");
+    result
+}
+
+/// A future that completes when the stop flag is raised (or its sender is gone).
+async fn stopped(mut stop: signal::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn check_crd(client: &Client, config: &Config) -> Result<()> {
+    let api: Api<MeshService> = match config.namespaces.first() {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    api.list_metadata(&ListParams::default().limit(1))
+        .await
+        .map(|_| ())
+        .map_err(Error::CrdMissing)
+}
+
+/// One watch feeding the index.
+struct StreamSpec {
+    kind: WatchedKind,
+    namespace: Option<String>,
+    config: watcher::Config,
+    name: String,
+}
+
+impl StreamSpec {
+    fn api(&self, client: &Client) -> Api<DeserializeGuard<DynamicObject>> {
+        let resource = self.kind.api_resource();
+        match (&self.namespace, self.kind.namespaced()) {
+            (Some(namespace), true) => Api::namespaced_with(client.clone(), namespace, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        }
+    }
+}
+
+fn watch_streams(config: &Config) -> Vec<StreamSpec> {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut streams = Vec::new();
+    for kind in WatchedKind::ALL {
+        for scope in &scopes {
+            let mut watch_config = watcher::Config::default();
+            if kind == WatchedKind::MeshService
+                && let Some(selector) = &config.selector
+            {
+                watch_config = watch_config.labels(selector);
+            }
+            if kind == WatchedKind::Namespace
+                && let Some(namespace) = scope
+            {
+                // Namespaces are cluster-scoped: in a scoped run, watch just the listed ones.
+                watch_config = watch_config.fields(&format!("metadata.name={namespace}"));
+            }
+            streams.push(StreamSpec {
+                kind,
+                namespace: scope.clone(),
+                config: watch_config,
+                name: stream_name(kind, scope.as_deref()),
+            });
+        }
+    }
+    streams
+}
+
+async fn refresh_metrics_loop(index: Arc<LiveIndex>) {
+    let mut pause = Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(pause).await;
+        let index = index.clone();
+        if let Ok(Some(took)) = tokio::task::spawn_blocking(move || index.refresh_metrics()).await {
+            // A big mesh makes checks slow: never spend more than a tenth of the time checking.
+            pause = (took * 10).max(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Runs one controller per scope until `stop` is raised, then drains them gracefully.
+async fn run_controllers(
+    ctx: Arc<Context>,
+    config: &Config,
+    triggers: &Triggers,
+    mut stop: signal::Receiver<bool>,
+) {
+    let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut stoppers = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let api: Api<DeserializeGuard<MeshService>> = match &scope {
+            Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+            None => Api::all(ctx.client.clone()),
+        };
+        let mut watch_config = watcher::Config::default();
+        if let Some(selector) = &config.selector {
+            watch_config = watch_config.labels(selector);
+        }
+        let requeues = triggers.subscribe(scope.clone());
+        let requeues = futures::stream::unfold(requeues, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        // kube wants a Sync shutdown future; a oneshot receiver is one.
+        let (stop_tx, stop_rx) = futures::channel::oneshot::channel::<()>();
+        stoppers.push(stop_tx);
+        let controller = Controller::new(api, watch_config)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .reconcile_on(requeues)
+            .graceful_shutdown_on(stop_rx.map(|_| ()))
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => debug!(%object, "reconciled"),
+                    // Reconcile errors are logged and counted by the error policy.
+                    Err(controller::Error::ReconcilerFailed(..)) => {}
+                    Err(error) => debug!(%error, "controller event"),
+                }
+            });
+        controllers.push(controller);
+    }
+    info!(controllers = controllers.len(), "controllers started");
+    let all = futures::future::join_all(controllers);
+    futures::pin_mut!(all);
+    tokio::select! {
+        _ = &mut all => {}
+        _ = stop.wait_for(|s| *s) => {
+            for stopper in stoppers {
+                let _ = stopper.send(());
+            }
+            all.await;
+        }
+    }
+    info!("controllers stopped");
+}
+
+/// Runs the controllers only while this replica holds the Lease.
+async fn lead_when_elected(
+    ctx: Arc<Context>,
+    config: &Config,
+    election: &LeaderElection,
+    triggers: &Triggers,
+    mut shutdown: signal::Receiver<bool>,
+) -> Result<()> {
+    let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
+        .with_namespace(&election.namespace)
+        .with_identity(&config.identity)
+        .with_duration(election.lease_duration_seconds)
+        .with_grace(election.renew_grace_seconds)
+        .with_field_manager(format!("{}-lease", ownership::FIELD_MANAGER))
+        .build()
+        .await?;
+    let (mut leading, lease_task) = manager.watch().await;
+    loop {
+        info!(lease = election.lease_name, "waiting for leadership");
+        tokio::select! {
+            elected = leading.wait_for(|l| *l) => if elected.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        info!(lease = election.lease_name, "leading");
+        ctx.metrics.set_leader(true);
+        let (stop_tx, stop_rx) = signal::channel(false);
+        let deposed = async {
+            tokio::select! {
+                _ = leading.wait_for(|l| !*l) => info!("leadership lost"),
+                _ = shutdown.wait_for(|s| *s) => {},
+            }
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(
+            run_controllers(ctx.clone(), config, triggers, stop_rx),
+            deposed
+        );
+        ctx.metrics.set_leader(false);
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    // Dropping the receiver makes the lease task release the Lease and end.
+    drop(leading);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("lease released"),
+        Ok(Err(error)) => warn!(%error, "releasing the lease failed"),
+        Err(error) => warn!(%error, "lease task failed"),
+    }
+    Ok(())
+}
