@@ -64,3 +64,5 @@ pub fn served_hosts(gateway: &Gateway) -> BTreeSet<(u32, Protocol, Option<String
         })
         .collect()
 }
+
+pub mod strategies;
