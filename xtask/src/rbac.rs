@@ -22,9 +22,11 @@ pub enum Scope {
     /// Namespaced objects: a ClusterRole cluster-wide, or a Role in each watched namespace in
     /// `--namespace` mode.
     Watched,
-    /// Cluster-scoped objects: always a ClusterRole, also in `--namespace` mode (a Role cannot
-    /// grant them).
-    Cluster,
+    /// The Namespace objects themselves (cluster-scoped, so never in a Role): cluster-wide by
+    /// default; in `--namespace` mode a ClusterRole narrowed by `resourceNames` to the watched
+    /// namespaces, which is all the operator asks for then (it watches them with the field selector
+    /// `metadata.name=<namespace>`, and RBAC authorizes such a list/watch per name).
+    Namespaces,
 }
 
 /// One RBAC rule and the reason the operator needs it.
@@ -37,15 +39,18 @@ pub struct Rule {
     pub why: &'static str,
 }
 
-/// What the operator does to the API, verb by verb: exactly the calls crates/mesh-reconcile makes.
+/// What the operator does to the API, verb by verb: exactly the calls crates/mesh-reconcile makes
+/// (watches in watch.rs and lib.rs, `get_opt`/apply/delete in reconcile.rs, the finalizer helper,
+/// the status apply, kube-runtime's event Recorder).
 pub const OPERATOR_RULES: &[Rule] = &[
     Rule {
         group: "mesh.istio.operator",
         resources: &["meshservices"],
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["list", "watch", "patch"],
         scope: Scope::Watched,
-        why: "list/watch: the desired state; get: re-read one before cleanup; patch: add and remove the \
-              finalizer mesh.istio.operator/cleanup (a JSON patch, never a full update)",
+        why: "list/watch: the desired state (the controller, the integrity index and the startup CRD check); \
+              patch: add and remove the finalizer mesh.istio.operator/cleanup (kube-runtime's finalizer \
+              helper sends a JSON patch, never an update)",
     },
     Rule {
         group: "mesh.istio.operator",
@@ -55,32 +60,42 @@ pub const OPERATOR_RULES: &[Rule] = &[
         why: "write conditions, resources and findings through the status subresource (server-side apply)",
     },
     Rule {
+        group: "mesh.istio.operator",
+        resources: &["meshservices/finalizers"],
+        verbs: &["update"],
+        scope: Scope::Watched,
+        why: "children carry an ownerReference with blockOwnerDeletion: true; clusters that enable the \
+              OwnerReferencesPermissionEnforcement admission plugin (OpenShift does) only allow that to \
+              who may update the owner's finalizers. Grants nothing else",
+    },
+    Rule {
         group: "",
         resources: &["services"],
         verbs: &["get", "list", "watch", "create", "patch"],
         scope: Scope::Watched,
-        why: "list/watch: the integrity engine's view of every Service; create+patch: server-side apply of \
-              the Service a MeshService implies (an apply that creates the object needs create too); \
-              get: drift check of one owned Service; removal is left to the garbage collector \
-              (ownerReferences)",
+        why: "list/watch: the integrity engine's view of every Service; get: read the live Service before \
+              writing (ownership and drift check); create+patch: server-side apply of the Service a \
+              MeshService implies (an apply that creates the object is authorized as create); never \
+              deleted by the operator: the garbage collector follows the ownerReference",
     },
     Rule {
         group: "networking.istio.io",
         resources: &["virtualservices"],
-        verbs: &["get", "list", "watch", "create", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Watched,
-        why: "list/watch: the integrity engine's view of every VirtualService; create+patch: server-side \
-              apply of the VirtualService a MeshService implies; get: drift check; removal is left to \
-              the garbage collector (ownerReferences)",
+        why: "list/watch: the integrity engine's view of every VirtualService; get: ownership and drift \
+              check; create+patch: server-side apply of the VirtualService a MeshService implies; delete: \
+              its own VirtualService when every host is lost to an older claim",
     },
     Rule {
         group: "networking.istio.io",
         resources: &["gateways"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Watched,
-        why: "list/watch: the integrity engine's view of every Gateway; create+patch: server-side apply of \
-              a managed shared Gateway (possibly in another namespace, so no ownerReference); get: drift \
-              check; delete: the managed Gateway when its last MeshService leaves",
+        why: "list/watch: the integrity engine's view of every Gateway; get: ownership and drift check; \
+              create+patch: server-side apply of a managed shared Gateway (possibly in another \
+              namespace, so no ownerReference); delete: the managed Gateway when its last MeshService \
+              leaves",
     },
     Rule {
         group: "networking.istio.io",
@@ -95,27 +110,28 @@ pub const OPERATOR_RULES: &[Rule] = &[
         resources: &["events"],
         verbs: &["create", "patch"],
         scope: Scope::Watched,
-        why: "Kubernetes Events on MeshServices (kube-runtime's Recorder creates an event, then patches its \
-              series count when it repeats)",
+        why: "Kubernetes Events on MeshServices (kube-runtime's Recorder creates an event, then patches \
+              its series count when it repeats)",
     },
     Rule {
         group: "",
         resources: &["namespaces"],
         verbs: &["list", "watch"],
-        scope: Scope::Cluster,
-        why: "the integrity engine resolves exportTo and cross-namespace references against the namespaces \
-              that exist; read only",
+        scope: Scope::Namespaces,
+        why: "the integrity engine resolves exportTo and cross-namespace references against the \
+              namespaces that exist; read only",
     },
 ];
 
 /// The leader-election Lease, in the operator's own namespace (kube-lease-manager 0.13: `get` to read
-/// the holder, `create` the first time, `patch` to acquire, renew and release; it never deletes).
+/// the holder, `create` the first time, `patch` to acquire, renew and release; it never deletes or
+/// watches).
 pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {
     group: "coordination.k8s.io",
     resources: &["leases"],
     verbs: &["get", "create", "patch"],
     scope: Scope::Watched,
-    why: "leader election under --leader-elect: only one replica reconciles at a time",
+    why: "leader election under --leader-elect: only the Lease holder reconciles",
 }];
 
 const GENERATED: &str =
@@ -147,14 +163,22 @@ fn comment(why: &str, indent: usize) -> String {
     out
 }
 
-/// The `rules:` list (without the key), each rule preceded by its reason, indented by `indent`.
-fn rules_yaml<'a>(rules: impl IntoIterator<Item = &'a Rule>, indent: usize) -> String {
+/// The `rules:` list (without the key), each rule preceded by its reason, indented by `indent`;
+/// `resource_names`, when given, is printed verbatim as the rules' `resourceNames`.
+fn rules_yaml<'a>(
+    rules: impl IntoIterator<Item = &'a Rule>,
+    indent: usize,
+    resource_names: Option<&str>,
+) -> String {
     let pad = " ".repeat(indent);
     let mut out = String::new();
     for rule in rules {
         out.push_str(&comment(rule.why, indent));
         writeln!(out, "{pad}- apiGroups: [\"{}\"]", rule.group).unwrap();
         writeln!(out, "{pad}  resources: {}", quoted(rule.resources)).unwrap();
+        if let Some(names) = resource_names {
+            writeln!(out, "{pad}  resourceNames: {names}").unwrap();
+        }
         writeln!(out, "{pad}  verbs: {}", quoted(rule.verbs)).unwrap();
     }
     out
@@ -175,7 +199,7 @@ fn cluster_role() -> String {
          kind: ClusterRole\n\
          metadata:\n  name: {NAME}\n{KUSTOMIZE_LABELS}\
          rules:\n{}",
-        rules_yaml(OPERATOR_RULES, 2)
+        rules_yaml(OPERATOR_RULES, 2, None)
     )
 }
 
@@ -187,18 +211,18 @@ fn leader_election_role() -> String {
          kind: Role\n\
          metadata:\n  name: {NAME}-leader-election\n  namespace: {NAMESPACE}\n{KUSTOMIZE_LABELS}\
          rules:\n{}",
-        rules_yaml(LEADER_ELECTION_RULES, 2)
+        rules_yaml(LEADER_ELECTION_RULES, 2, None)
     )
 }
 
 /// deploy/namespaced/rbac.yaml: the `--namespace` variant: a Role and RoleBinding in the watched
-/// namespace, plus the cluster-scoped rules a Role cannot carry.
+/// namespace, plus read access to that Namespace object by name (a Role cannot grant it).
 fn namespaced_rbac() -> String {
     format!(
         "# {GENERATED}\n\
          # The operator's permissions in --namespace mode: a Role and a RoleBinding in each watched namespace\n\
-         # (here {w}; copy both for every further --namespace), and a ClusterRole for the cluster-scoped\n\
-         # objects a Role cannot grant.\n\
+         # (here {w}; copy both for every further --namespace), and a ClusterRole for the Namespace\n\
+         # objects themselves, which a Role cannot grant, narrowed to the watched ones by name.\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: Role\n\
          metadata:\n  name: {NAME}\n  namespace: {w}\n{KUSTOMIZE_LABELS}\
@@ -212,17 +236,21 @@ fn namespaced_rbac() -> String {
          ---\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRole\n\
-         metadata:\n  name: {NAME}-cluster-scoped\n{KUSTOMIZE_LABELS}\
+         metadata:\n  name: {NAME}-namespaces\n{KUSTOMIZE_LABELS}\
          rules:\n{cluster}\
          ---\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRoleBinding\n\
-         metadata:\n  name: {NAME}-cluster-scoped\n{KUSTOMIZE_LABELS}\
-         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {NAME}-cluster-scoped\n\
+         metadata:\n  name: {NAME}-namespaces\n{KUSTOMIZE_LABELS}\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {NAME}-namespaces\n\
          subjects:\n  - kind: ServiceAccount\n    name: {NAME}\n    namespace: {NAMESPACE}\n",
         w = NAMESPACED_OVERLAY_WATCHES,
-        rules = rules_yaml(scoped(Scope::Watched), 2),
-        cluster = rules_yaml(scoped(Scope::Cluster), 2),
+        rules = rules_yaml(scoped(Scope::Watched), 2, None),
+        cluster = rules_yaml(
+            scoped(Scope::Namespaces),
+            2,
+            Some(&format!("[\"{NAMESPACED_OVERLAY_WATCHES}\"]"))
+        ),
     )
 }
 
@@ -260,16 +288,16 @@ fn chart_rbac() -> String {
          {subject}\
          ---\n\
          {{{{- end }}}}\n\
-         # Cluster-scoped objects a Role cannot grant.\n\
+         # The watched Namespace objects themselves, which a Role cannot grant.\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRole\n\
-         metadata:\n  name: {{{{ include \"iio.fullname\" $ }}}}-cluster-scoped\n{labels}\
+         metadata:\n  name: {{{{ include \"iio.fullname\" $ }}}}-namespaces\n{labels}\
          rules:\n{cluster}\
          ---\n\
          apiVersion: rbac.authorization.k8s.io/v1\n\
          kind: ClusterRoleBinding\n\
-         metadata:\n  name: {{{{ include \"iio.fullname\" $ }}}}-cluster-scoped\n{labels}\
-         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {{{{ include \"iio.fullname\" $ }}}}-cluster-scoped\n\
+         metadata:\n  name: {{{{ include \"iio.fullname\" $ }}}}-namespaces\n{labels}\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {{{{ include \"iio.fullname\" $ }}}}-namespaces\n\
          {subject}\
          {{{{- end }}}}\n\
          ---\n\
@@ -283,10 +311,14 @@ fn chart_rbac() -> String {
          metadata:\n  name: {{{{ include \"iio.fullname\" $ }}}}-leader-election\n  namespace: {{{{ $.Release.Namespace }}}}\n{labels}\
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {{{{ include \"iio.fullname\" $ }}}}-leader-election\n\
          {subject}",
-        all = rules_yaml(OPERATOR_RULES, 2),
-        watched = rules_yaml(scoped(Scope::Watched), 2),
-        cluster = rules_yaml(scoped(Scope::Cluster), 2),
-        lease = rules_yaml(LEADER_ELECTION_RULES, 2),
+        all = rules_yaml(OPERATOR_RULES, 2, None),
+        watched = rules_yaml(scoped(Scope::Watched), 2, None),
+        cluster = rules_yaml(
+            scoped(Scope::Namespaces),
+            2,
+            Some("{{ toJson $.Values.watchNamespaces }}")
+        ),
+        lease = rules_yaml(LEADER_ELECTION_RULES, 2, None),
     )
 }
 
@@ -299,7 +331,9 @@ fn readme_table() -> String {
         .map(|r| {
             let role = match r.scope {
                 Scope::Watched => "operator (ClusterRole, or Role per `--namespace`)",
-                Scope::Cluster => "operator (always a ClusterRole)",
+                Scope::Namespaces => {
+                    "operator (ClusterRole; with `--namespace` only the watched ones, by `resourceNames`)"
+                },
             };
             (role, r)
         })
