@@ -1,5 +1,7 @@
 //! `istio-integrity-operator`: wiring only; the work lives in the crates under `crates/`.
 
+mod check;
+
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
@@ -14,11 +16,14 @@ struct Cli {
 enum Command {
     /// Print the MeshService CustomResourceDefinition as YAML.
     Crd,
+    /// Check Istio and MeshService YAML offline: dangling references, conflicts (exit 0/1/2).
+    Check(check::CheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", serde_saphyr::to_string(&meshservice_api::MeshService::crd())?),
+        Command::Check(args) => std::process::exit(check::run(args)),
     }
     Ok(())
 }

@@ -1,0 +1,101 @@
+//! The one place `check` talks to the integrity engine (crate `mesh-integrity`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mesh_integrity::{Engine, IngestOptions, SourceObject, Suppression};
+use serde_json::Value;
+
+use super::report::{Finding, ReportView, RuleView};
+
+/// What one engine run produced.
+pub struct Outcome {
+    /// The engine's report, serialised: the JSON output, verbatim.
+    pub report: Value,
+    /// The same findings, for the text, SARIF and graph formatters.
+    pub findings: Vec<Finding>,
+    /// Objects the engine stored and checked.
+    pub checked: u64,
+    /// Objects of kinds the engine does not check.
+    pub skipped: u64,
+    /// Stored objects by kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Skipped objects by `apiVersion/kind`.
+    pub skipped_kinds: BTreeMap<String, u64>,
+    /// Findings silenced by suppressions, when the engine counts them.
+    pub suppressed: Option<u64>,
+    /// Time spent projecting objects into SQLite.
+    pub ingest_time: Duration,
+    /// Time spent running the rules.
+    pub check_time: Duration,
+}
+
+/// Checks `--suppress` values before any input is read, so a typo is a usage error (exit 2).
+pub fn validate_suppressions(suppressions: &[String]) -> Result<(), String> {
+    for suppression in suppressions {
+        Suppression::parse(suppression).map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
+/// Ingests the objects and runs every rule.
+pub fn run(
+    objects: Vec<SourceObject>,
+    default_namespace: &str,
+    suppressions: &[String],
+) -> Result<Outcome, String> {
+    let options = IngestOptions {
+        default_namespace: default_namespace.to_string(),
+    };
+    let mut engine = Engine::open_in_memory().map_err(|error| error.to_string())?;
+    engine.set_options(options);
+    for suppression in suppressions {
+        engine
+            .add_suppression(suppression)
+            .map_err(|error| error.to_string())?;
+    }
+
+    let ingest_started = Instant::now();
+    let stats = engine
+        .ingest_batch(objects)
+        .map_err(|error| error.to_string())?;
+    let ingest_time = ingest_started.elapsed();
+
+    let check_started = Instant::now();
+    let report = engine.check().map_err(|error| error.to_string())?;
+    let check_time = check_started.elapsed();
+
+    let report = serde_json::to_value(&report).map_err(|error| error.to_string())?;
+    let view: ReportView = serde_json::from_value(report.clone())
+        .map_err(|error| format!("reading the engine's report: {error}"))?;
+    let suppressed = report
+        .pointer("/summary/suppressed")
+        .and_then(Value::as_u64);
+    Ok(Outcome {
+        report,
+        findings: view.findings,
+        checked: stats.total,
+        skipped: stats.skipped_unknown.values().sum(),
+        by_kind: stats.by_kind,
+        skipped_kinds: stats.skipped_unknown,
+        suppressed,
+        ingest_time,
+        check_time,
+    })
+}
+
+/// The engine's rule registry.
+pub fn rules() -> Vec<RuleView> {
+    rules_json()
+        .into_iter()
+        .filter_map(|rule| serde_json::from_value(rule).ok())
+        .collect()
+}
+
+/// The engine's rule registry as JSON objects (`--list-rules --format json`).
+pub fn rules_json() -> Vec<Value> {
+    mesh_integrity::rules()
+        .iter()
+        .filter_map(|rule| serde_json::to_value(rule).ok())
+        .collect()
+}
