@@ -257,3 +257,15 @@ pub struct Report {
 
 /// Current version of the report JSON shape.
 pub const REPORT_VERSION: u32 = 1;
+
+impl Report {
+    /// The report as pretty-printed JSON (the shape documented on [`Report`]).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+
+    /// Findings of severity `error`.
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+    }
+}
