@@ -5,16 +5,18 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use common::strategies::{PORT_TABLE, meshservice_with, servable_gateway_json};
+use common::strategies::{
+    NAMESPACES, PORT_TABLE, meshservice_with, servable_gateway_json, shared_gateway_contributors,
+};
 use common::{meshservice, nothing_excluded, seed_example, uid_of};
 use istio_render::{
     Contribution, GatewayKey, GatewayOptions, GatewayPlan, RenderInput, render_gateway,
     render_meshservice,
 };
 use mesh_integrity::{Engine, Finding, Report, SourceObject};
-use meshservice_api::{MeshService, Protocol};
+use meshservice_api::{MeshService, Protocol, ownership};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -73,7 +75,14 @@ fn platform() -> Vec<SourceObject> {
         "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
         "spec": {"selector": workload, "ports": ingress_ports},
     }));
-    for credential in ["cert", "platform-cert", "shop-cert", "blog-cert"] {
+    let team_credentials = NAMESPACES
+        .iter()
+        .map(|namespace| format!("{namespace}-cert"));
+    let credentials = ["cert", "platform-cert", "shop-cert", "blog-cert"]
+        .map(String::from)
+        .into_iter()
+        .chain(team_credentials);
+    for credential in credentials {
         objects.push(json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
             "metadata": {"name": credential, "namespace": "istio-system"},
@@ -82,10 +91,20 @@ fn platform() -> Vec<SourceObject> {
     objects.into_iter().map(SourceObject::new).collect()
 }
 
-/// The platform, the MeshServices, everything the renderer makes of them, and the unmanaged
-/// gateways they need.
-fn world(meshservices: &[&MeshService]) -> Vec<SourceObject> {
+/// Hosts each MeshService (by `<namespace>/<name>`) lost to a conflict.
+type LostHosts = BTreeMap<String, BTreeSet<String>>;
+
+/// The platform, the MeshServices, everything the renderer makes of them (without their `lost`
+/// hosts), and the unmanaged gateways they need.
+fn world(meshservices: &[&MeshService], lost: &LostHosts) -> Vec<SourceObject> {
     let nothing = nothing_excluded();
+    let excluded_hosts = |ms: &MeshService| {
+        let owner = ownership::owner_key(
+            ms.metadata.namespace.as_deref().expect("namespaced"),
+            ms.metadata.name.as_deref().expect("named"),
+        );
+        lost.get(&owner).unwrap_or(&nothing)
+    };
     let mut objects = platform();
     let mut managed: BTreeSet<GatewayKey> = BTreeSet::new();
     let mut unmanaged: BTreeSet<GatewayKey> = BTreeSet::new();
@@ -97,7 +116,7 @@ fn world(meshservices: &[&MeshService]) -> Vec<SourceObject> {
         let rendered = render_meshservice(&RenderInput {
             meshservice: ms,
             owner_uid: &uid,
-            excluded_hosts: &nothing,
+            excluded_hosts: excluded_hosts(ms),
         })
         .expect("renders");
         objects.push(SourceObject::new(
@@ -122,7 +141,7 @@ fn world(meshservices: &[&MeshService]) -> Vec<SourceObject> {
             .filter(|ms| GatewayKey::managed_by(ms).expect("namespaced").as_ref() == Some(&key))
             .map(|ms| Contribution {
                 meshservice: ms,
-                excluded_hosts: &nothing,
+                excluded_hosts: excluded_hosts(ms),
             })
             .collect();
         let rendering =
@@ -173,7 +192,7 @@ fn describe(findings: &[Finding]) -> String {
 #[test]
 fn the_seed_example_behind_its_gateway_has_no_findings() {
     let seed = seed_example();
-    let report = check(world(&[&seed]));
+    let report = check(world(&[&seed], &LostHosts::new()));
     assert_eq!(
         report.summary.objects_by_kind.get("VirtualService"),
         Some(&1),
@@ -211,7 +230,7 @@ fn two_teams_on_a_shared_managed_gateway_have_no_findings() {
         "blog-cert",
         "2026-02-20T14:30:00Z",
     );
-    let report = check(world(&[&shop, &blog]));
+    let report = check(world(&[&shop, &blog], &LostHosts::new()));
     assert_eq!(
         report.summary.objects_by_kind.get("Gateway"),
         Some(&1),
@@ -223,7 +242,7 @@ fn two_teams_on_a_shared_managed_gateway_have_no_findings() {
 #[test]
 fn the_engine_does_see_the_rendered_objects_a_missing_service_is_a_dangling_route() {
     let seed = seed_example();
-    let without_service: Vec<SourceObject> = world(&[&seed])
+    let without_service: Vec<SourceObject> = world(&[&seed], &LostHosts::new())
         .into_iter()
         .filter(|object| object.value["kind"] != "Service")
         .collect();
@@ -245,7 +264,47 @@ proptest! {
 
     #[test]
     fn a_valid_meshservice_and_its_rendered_objects_have_no_findings(ms in meshservice_with(servable_gateway_json())) {
-        let report = check(world(&[&ms]));
+        let report = check(world(&[&ms], &LostHosts::new()));
         prop_assert!(report.findings.is_empty(), "{}", describe(&report.findings));
+    }
+}
+
+/// The hosts the engine says each MeshService lost (MSH0201 on the MeshService), as the reconciler
+/// reads them to fill [`RenderInput::excluded_hosts`].
+fn lost_hosts(report: &Report) -> LostHosts {
+    let mut lost = LostHosts::new();
+    for finding in &report.findings {
+        if finding.code == "MSH0201"
+            && finding.resource.kind == "MeshService"
+            && let Some(host) = &finding.host
+        {
+            let owner = ownership::owner_key(&finding.resource.namespace, &finding.resource.name);
+            lost.entry(owner).or_default().insert(host.clone());
+        }
+    }
+    lost
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The reconciler's loop: render, let the engine find the lost claims, render again without
+    /// them. Then no rendered object has a finding; only the losing MeshServices keep theirs.
+    #[test]
+    fn after_excluding_the_hosts_the_engine_says_were_lost_only_the_losing_meshservices_have_findings(
+        contributors in shared_gateway_contributors(),
+    ) {
+        let meshservices: Vec<&MeshService> = contributors.iter().collect();
+        let claimed_everything = check(world(&meshservices, &LostHosts::new()));
+        let lost = lost_hosts(&claimed_everything);
+        let conceded = check(world(&meshservices, &lost));
+        for finding in &conceded.findings {
+            prop_assert!(
+                finding.code == "MSH0201" && finding.resource.kind == "MeshService",
+                "unexpected finding after conceding the lost hosts:\n{}",
+                describe(&conceded.findings)
+            );
+        }
+        prop_assert_eq!(lost_hosts(&conceded), lost);
     }
 }

@@ -4,16 +4,15 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::strategies::{NAMESPACES, PORT_TABLE, hosts, meshservice_and_excluded};
-use common::{meshservice, served_hosts};
+use common::served_hosts;
+use common::strategies::{meshservice_and_excluded, shared_gateway_contributor};
 use istio_render::{
     Contribution, GatewayKey, GatewayOptions, GatewayPlan, GatewayRendering, Protocol, RenderInput,
     RenderedMeshService, render_gateway, render_meshservice, service_fqdn,
 };
 use meshservice_api::{MeshService, ownership};
 use proptest::prelude::*;
-use proptest::sample::{select, subsequence};
-use serde_json::{Value, json};
+use proptest::sample::subsequence;
 
 fn render(ms: &MeshService, excluded: &BTreeSet<String>) -> RenderedMeshService {
     render_meshservice(&RenderInput {
@@ -168,41 +167,16 @@ fn shared_gateway() -> GatewayKey {
 }
 
 fn contributor_case(index: usize) -> impl Strategy<Value = ContributorCase> {
-    (
-        select(NAMESPACES.to_vec()),
-        hosts(),
-        subsequence(PORT_TABLE.to_vec(), 1..=3),
-        prop_oneof![Just(None), (0u32..3).prop_map(Some)],
-    )
-        .prop_flat_map(move |(namespace, hosts, ports, created_day)| {
-            let ports: Vec<Value> = ports
-                .iter()
-                .map(|(port, protocol)| json!({"port": port, "protocol": protocol.as_str()}))
-                .collect();
-            // A team's certificate is one per namespace, so a host of one namespace is never served
-            // under two credentials on one port and removal shifts no host between servers.
-            let spec = json!({
-                "serviceName": format!("svc-{index}"),
-                "hosts": hosts,
-                "gateway": {"name": "shared", "namespace": "istio-ingress", "managed": true,
-                            "tls": {"credentialName": format!("{namespace}-cert")}},
-                "ports": ports,
-            });
-            let mut ms = meshservice(namespace, &format!("ms-{index}"), spec);
-            ms.metadata.creation_timestamp = created_day.map(|day| {
-                serde_json::from_value(json!(format!("2026-01-0{}T00:00:00Z", day + 1)))
-                    .expect("valid time")
-            });
-            let host_count = ms.spec.hosts.len();
-            (
-                Just(ms.clone()),
-                subsequence(ms.spec.hosts.clone(), 0..=host_count),
-            )
-                .prop_map(|(meshservice, excluded)| ContributorCase {
-                    meshservice,
-                    excluded: excluded.into_iter().collect(),
-                })
+    shared_gateway_contributor(index).prop_flat_map(|ms| {
+        let host_count = ms.spec.hosts.len();
+        let hosts = ms.spec.hosts.clone();
+        (Just(ms), subsequence(hosts, 0..=host_count)).prop_map(|(meshservice, excluded)| {
+            ContributorCase {
+                meshservice,
+                excluded: excluded.into_iter().collect(),
+            }
         })
+    })
 }
 
 fn contributor_cases() -> impl Strategy<Value = Vec<ContributorCase>> {

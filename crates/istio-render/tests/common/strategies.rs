@@ -162,3 +162,44 @@ pub fn meshservice_and_excluded() -> impl Strategy<Value = (MeshService, BTreeSe
             .prop_map(|(ms, excluded)| (ms, excluded.into_iter().collect()))
     })
 }
+
+/// MeshService `<namespace>/ms-<index>` contributing to the managed Gateway `istio-ingress/shared`.
+/// Each port number always has the same protocol, so contributors never conflict on a protocol.
+pub fn shared_gateway_contributor(index: usize) -> impl Strategy<Value = MeshService> {
+    (
+        select(NAMESPACES.to_vec()),
+        hosts(),
+        subsequence(PORT_TABLE.to_vec(), 1..=3),
+        prop_oneof![Just(None), (0u32..3).prop_map(Some)],
+    )
+        .prop_map(move |(namespace, hosts, ports, created_day)| {
+            let ports: Vec<Value> = ports
+                .iter()
+                .map(|(port, protocol)| json!({"port": port, "protocol": protocol.as_str()}))
+                .collect();
+            // A team's certificate is one per namespace, so a host of one namespace is never served
+            // under two credentials on one port and removal shifts no host between servers.
+            let spec = json!({
+                "serviceName": format!("svc-{index}"),
+                "hosts": hosts,
+                "gateway": {"name": "shared", "namespace": "istio-ingress", "managed": true,
+                            "tls": {"credentialName": format!("{namespace}-cert")}},
+                "ports": ports,
+            });
+            let mut ms = meshservice(namespace, &format!("ms-{index}"), spec);
+            ms.metadata.creation_timestamp = created_day.map(|day| {
+                serde_json::from_value(json!(format!("2026-01-0{}T00:00:00Z", day + 1)))
+                    .expect("valid time")
+            });
+            ms
+        })
+}
+
+/// One to five contributors to the managed Gateway `istio-ingress/shared`.
+pub fn shared_gateway_contributors() -> impl Strategy<Value = Vec<MeshService>> {
+    (1usize..=5).prop_flat_map(|count| {
+        (0..count)
+            .map(shared_gateway_contributor)
+            .collect::<Vec<_>>()
+    })
+}
