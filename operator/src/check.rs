@@ -251,6 +251,13 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     if gathered.sources.is_empty() && problems.is_empty() {
         let _ = writeln!(stderr, "note: no input: nothing was checked");
     }
+    if args.format == Format::Text {
+        // A clean report proves nothing about rules that could not run; people should know.
+        // (JSON carries `coverage`, SARIF carries notifications.)
+        for note in &outcome.coverage_notes {
+            let _ = writeln!(stderr, "note: {note}");
+        }
+    }
 
     let written = match args.format {
         Format::Text => {
@@ -274,7 +281,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
         Format::Json => write_json(stdout, &json_report(&outcome, args.plan)),
         Format::Sarif => {
             let mut log = sarif::render(&outcome.findings, &engine::rules(), args.plan);
-            add_sarif_invocation(&mut log, &problems);
+            add_sarif_invocation(&mut log, &problems, &outcome.coverage_notes);
             write_json(stdout, &log)
         }
     };
@@ -317,23 +324,27 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
 
 /// The engine's report, with repair plans only when `--plan` asked for them (so that the default
 /// JSON stays small and stable; the `repair` key is always there).
-fn json_report(outcome: &engine::Outcome, with_plan: bool) -> Value {
+fn json_report(outcome: &engine::Outcome, with_plan: bool) -> mesh_integrity::Report {
     let mut report = outcome.report.clone();
-    if !with_plan && let Some(findings) = report.get_mut("findings").and_then(Value::as_array_mut) {
-        for finding in findings {
-            if let Some(map) = finding.as_object_mut() {
-                map.insert("repair".to_string(), Value::Array(Vec::new()));
-            }
+    if !with_plan {
+        for finding in &mut report.findings {
+            finding.repair.clear();
         }
     }
     report
 }
 
-/// SARIF's record of the run itself: whether it saw all its input, and what it could not read.
-fn add_sarif_invocation(log: &mut Value, problems: &[InputProblem]) {
+/// SARIF's record of the run itself: whether it saw all its input, what it could not read, and
+/// which rules could not run for lack of input.
+fn add_sarif_invocation(log: &mut Value, problems: &[InputProblem], coverage_notes: &[String]) {
     let notifications: Vec<Value> = problems
         .iter()
         .map(|problem| json!({ "level": "error", "message": { "text": problem.to_string() } }))
+        .chain(
+            coverage_notes
+                .iter()
+                .map(|note| json!({ "level": "note", "message": { "text": note } })),
+        )
         .collect();
     let invocation = json!({
         "executionSuccessful": problems.is_empty(),
@@ -344,7 +355,7 @@ fn add_sarif_invocation(log: &mut Value, problems: &[InputProblem]) {
     }
 }
 
-fn write_json(out: &mut dyn Write, value: &Value) -> std::io::Result<()> {
+fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> std::io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     out.write_all(b"\n")
 }

@@ -660,6 +660,41 @@ fn sarif_of_a_clean_mesh_and_of_bad_input_also_validates() {
 }
 
 #[test]
+fn the_schema_check_is_not_vacuous_it_rejects_a_broken_log() {
+    let out = run(&["-", "--format", "sarif"], Some(MISSING_GATEWAY));
+    let mut log = json(&out.stdout);
+    assert_valid_sarif(&log);
+    log["runs"][0]["results"][0]["level"] = Value::from("fatal");
+    let validator = sarif_validator();
+    assert!(
+        !validator.is_valid(&log),
+        "a level outside SARIF's enum must fail validation"
+    );
+}
+
+#[test]
+fn rules_that_could_not_run_are_noted_on_stderr_in_text_and_as_sarif_notifications() {
+    let text = run(&["-"], Some(CLEAN));
+    assert!(
+        text.stderr.contains("note: no Pod in the input"),
+        "{}",
+        text.stderr
+    );
+    let sarif = run(&["-", "--format", "sarif"], Some(CLEAN));
+    let log = json(&sarif.stdout);
+    let notes = log["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+        .as_array()
+        .expect("notifications");
+    assert!(
+        notes.iter().any(|n| n["level"] == "note"
+            && n["message"]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("Pod"))),
+        "{notes:?}"
+    );
+}
+
+#[test]
 fn colour_only_when_asked_or_on_a_terminal() {
     let piped = run(&["-"], Some(MISSING_GATEWAY));
     assert!(!piped.stdout.contains('\x1b'), "no colour into a pipe");

@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mesh_integrity::{Engine, IngestOptions, SourceObject, Suppression};
+use mesh_integrity::{Engine, IngestOptions, Report, SourceObject, Suppression};
 use serde_json::Value;
 
 use super::report::{Finding, ReportView, RuleView};
 
 /// What one engine run produced.
 pub struct Outcome {
-    /// The engine's report, serialised: the JSON output, verbatim.
-    pub report: Value,
+    /// The engine's report: the JSON output, serialised as the engine defines it.
+    pub report: Report,
+    /// Notes on what the input did not cover (rules that could not run).
+    pub coverage_notes: Vec<String>,
     /// The same findings, for the text, SARIF and graph formatters.
     pub findings: Vec<Finding>,
     /// Objects the engine stored and checked.
@@ -65,13 +67,12 @@ pub fn run(
     let report = engine.check().map_err(|error| error.to_string())?;
     let check_time = check_started.elapsed();
 
-    let report = serde_json::to_value(&report).map_err(|error| error.to_string())?;
-    let view: ReportView = serde_json::from_value(report.clone())
+    let value = serde_json::to_value(&report).map_err(|error| error.to_string())?;
+    let view: ReportView = serde_json::from_value(value)
         .map_err(|error| format!("reading the engine's report: {error}"))?;
-    let suppressed = report
-        .pointer("/summary/suppressed")
-        .and_then(Value::as_u64);
+    let suppressed = Some(report.summary.suppressed);
     Ok(Outcome {
+        coverage_notes: report.coverage.notes.clone(),
         report,
         findings: view.findings,
         checked: stats.total,

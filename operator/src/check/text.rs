@@ -95,6 +95,11 @@ pub fn render(findings: &[Finding], totals: &Totals, with_plan: bool, style: Sty
                         index + 1,
                         one_line(&repair_step_text(step))
                     );
+                    // The exact JSON Patch, so a person can apply it by hand (`kubectl patch
+                    // --type=json`) instead of retyping it from the description.
+                    if let Some(patch) = step.get("patch").filter(|p| !p.is_null()) {
+                        let _ = writeln!(out, "         {}", style.dim(&format!("patch: {patch}")));
+                    }
                 }
             }
         }
@@ -259,6 +264,19 @@ mod tests {
         let with = render(&[broken], &Totals::default(), true, Style { color: false });
         assert!(!without.contains("repair"));
         assert!(with.contains("      repair 1. add subset v3 to DestinationRule shop/catalog\n"));
+    }
+
+    #[test]
+    fn a_json_patch_step_is_printed_exactly_under_its_description() {
+        let mut broken = finding("IST0101", Severity::Error, "a", 1);
+        broken.repair = vec![serde_json::json!({
+            "action": "patch", "description": "declare subset v3",
+            "patch": [{"op": "add", "path": "/spec/subsets/-", "value": {"name": "v3"}}]
+        })];
+        let text = render(&[broken], &Totals::default(), true, Style { color: false });
+        assert!(text.contains(
+            "      repair 1. declare subset v3\n         patch: [{\"op\":\"add\",\"path\":\"/spec/subsets/-\",\"value\":{\"name\":\"v3\"}}]\n"
+        ), "{text}");
     }
 
     #[test]
