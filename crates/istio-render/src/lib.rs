@@ -140,6 +140,14 @@ pub enum RenderError {
         /// The offending number.
         port: i32,
     },
+    /// Two ports end up with one name: an explicit name equals another port's default name.
+    #[error("MeshService {owner}: two ports are named {name}; name them explicitly and distinctly")]
+    DuplicatePortName {
+        /// `<namespace>/<name>` of the MeshService.
+        owner: String,
+        /// The name used twice.
+        name: String,
+    },
     /// A contribution to a Gateway from a MeshService that does not reference it as managed.
     #[error("MeshService {contributor} does not reference the managed Gateway {gateway}")]
     NotAContributor {

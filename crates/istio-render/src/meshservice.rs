@@ -119,10 +119,20 @@ pub fn render_service(meshservice: &MeshService, owner_uid: &str) -> Result<Serv
     let (namespace, name) = identity(meshservice)?;
     let owner = ownership::owner_key(namespace, name);
     let mut ports = Vec::with_capacity(meshservice.spec.ports.len());
+    let mut names = BTreeSet::new();
     for port in sorted_ports(meshservice) {
         port_number(&owner, port)?;
+        // The API's CEL rule sees only explicit names; a name equal to another port's default
+        // (`web: http-8080` beside an unnamed 8080) would make the apiserver reject the Service.
+        let port_name = port.effective_name();
+        if !names.insert(port_name.clone()) {
+            return Err(RenderError::DuplicatePortName {
+                owner,
+                name: port_name,
+            });
+        }
         ports.push(ServicePort {
-            name: Some(port.effective_name()),
+            name: Some(port_name),
             port: port.port,
             target_port: Some(port.effective_target_port()),
             protocol: Some(SERVICE_PORT_TRANSPORT.to_string()),

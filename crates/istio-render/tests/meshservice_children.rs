@@ -209,6 +209,20 @@ fn rendering_without_an_owner_uid_or_a_namespace_is_an_error() {
 }
 
 #[test]
+fn an_explicit_port_name_equal_to_another_port_default_name_is_an_error() {
+    let ms = meshservice(
+        "default",
+        "api",
+        json!({"serviceName": "api", "hosts": ["api.example.com"],
+               "ports": [{"port": 80, "name": "http-8080"}, {"port": 8080}]}),
+    );
+    assert!(matches!(
+        render_service(&ms, "uid-1"),
+        Err(RenderError::DuplicatePortName { owner, name }) if owner == "default/api" && name == "http-8080"
+    ));
+}
+
+#[test]
 fn the_virtual_service_is_named_after_the_meshservice_and_serves_its_hosts() {
     let seed = seed_example();
     let virtual_service = virtual_service_of(&seed);
