@@ -129,6 +129,33 @@ pub enum DropReason {
     },
 }
 
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::MissingCredential => {
+                f.write_str("an HTTPS server needs spec.gateway.tls.credentialName")
+            }
+            DropReason::ProtocolConflict {
+                winner,
+                winning_protocol,
+            } => write!(
+                f,
+                "the port is already served as {winning_protocol} for the older MeshService {winner}"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for DroppedClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "port {} ({}) of MeshService {} is not served: {}",
+            self.port, self.protocol, self.contributor, self.reason
+        )
+    }
+}
+
 /// Identity of one server: Istio keeps one protocol per port, and HTTPS servers on one port are
 /// told apart by certificate (SNI), so each credential gets its own server.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

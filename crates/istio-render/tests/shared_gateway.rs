@@ -256,6 +256,11 @@ fn an_https_port_without_a_credential_is_dropped_and_reported_rather_than_invali
             reason: DropReason::MissingCredential,
         }]
     );
+    assert_eq!(
+        rendering.dropped_claims[0].to_string(),
+        "port 443 (HTTPS) of MeshService team-b/blog is not served: \
+         an HTTPS server needs spec.gateway.tls.credentialName"
+    );
     let gateway = applied(rendering);
     assert_eq!(
         gateway
@@ -290,6 +295,11 @@ fn on_a_protocol_conflict_the_oldest_contributor_keeps_the_port_whatever_the_inp
                     winning_protocol: Protocol::Tcp
                 },
             }]
+        );
+        assert_eq!(
+            rendering.dropped_claims[0].to_string(),
+            "port 80 (HTTP) of MeshService team-b/blog is not served: \
+             the port is already served as TCP for the older MeshService team-a/db"
         );
         let gateway = applied(rendering);
         assert_eq!(gateway.spec.servers.len(), 1);
