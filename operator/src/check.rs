@@ -16,6 +16,7 @@ mod report;
 mod sarif;
 mod text;
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -224,7 +225,26 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
         Vec::new()
     };
 
-    let outcome = match engine::run(objects, &args.namespace, &args.suppress) {
+    // The engine names related objects without their file; SARIF's related locations are only
+    // clickable with one, so remember where each object was read.
+    let origins: HashMap<(String, String, String), (String, u32)> = if args.format == Format::Sarif
+    {
+        objects
+            .iter()
+            .filter_map(|object| {
+                let key = mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
+                let origin = object.origin.as_ref()?;
+                Some((
+                    (key.kind, key.namespace, key.name),
+                    (origin.file.clone(), origin.line),
+                ))
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
+
+    let mut outcome = match engine::run(objects, &args.namespace, &args.suppress) {
         Ok(outcome) => outcome,
         Err(message) => {
             // The engine failing on valid input is our bug, not the user's; say so plainly.
@@ -280,6 +300,18 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
         }
         Format::Json => write_json(stdout, &json_report(&outcome, args.plan)),
         Format::Sarif => {
+            for related in outcome
+                .findings
+                .iter_mut()
+                .flat_map(|f| f.related.iter_mut())
+            {
+                if related.file.is_none()
+                    && let Some((file, line)) = origins.get(&related.resource.identity())
+                {
+                    related.file = Some(file.clone());
+                    related.line = Some(*line);
+                }
+            }
             let mut log = sarif::render(&outcome.findings, &engine::rules(), args.plan);
             add_sarif_invocation(&mut log, &problems, &outcome.coverage_notes);
             write_json(stdout, &log)
