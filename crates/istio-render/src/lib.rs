@@ -20,7 +20,9 @@
 //!   get `http` routes, TLS gets `tls` (SNI = the hosts) routes, TCP gets `tcp` routes. HTTPS is
 //!   terminated by a gateway, so it gets an `http` route behind one and a `tls` route without one.
 //!   `exportTo` is copied from the spec.
-//! - **Gateway** (managed only): see [`render_gateway`] for the aggregation rules. Hosts are
+//! - **Gateway** (managed only): see [`render_gateway`] for the aggregation rules: one server per
+//!   (port, protocol), one protocol per port number (oldest contributor wins), one HTTPS server per
+//!   credential, server port names unique ([`server_port_name`]). Hosts are
 //!   written `<contributor-namespace>/<host>` so only that team's VirtualServices can bind them;
 //!   HTTPS servers carry `tls: {mode: SIMPLE, credentialName}` from `spec.gateway.tls`, TLS servers
 //!   `tls: {mode: PASSTHROUGH}`; the selector is [`GatewayOptions::selector`], by default
@@ -76,9 +78,15 @@
 //!
 //! - Objects hold only the fields the operator owns; apply them with field manager
 //!   `meshservice_api::ownership::FIELD_MANAGER` and force, so other managers' fields survive.
-//! - Before applying, compare an existing object's owner annotation (or the contributors of a
-//!   Gateway without our managed-by label) to detect a name conflict: [`service_name`],
-//!   [`virtual_service_name`] and [`GatewayKey::referenced_by`] give the names without rendering.
+//! - Name conflicts: an existing Service or VirtualService whose `mesh.istio.operator/owner`
+//!   annotation is not this MeshService's `<ns>/<name>`, or an existing Gateway at a managed key
+//!   without our managed-by label, belongs to someone else and must not be applied over.
+//!   [`service_name`], [`virtual_service_name`] and [`GatewayKey::managed_by`] give the names
+//!   without rendering.
+//! - An unmanaged gateway (`managed: false`) is never rendered: it must exist, and the engine says
+//!   whether it serves the hosts.
+//! - Istio's CRDs declare no list keys, so every list the renderer writes (`hosts`, `http`,
+//!   `servers`, ...) is atomic under server-side apply: the operator owns each list whole.
 //! - Contributors with `deletionTimestamp` set are ignored by [`render_gateway`], so the finalizer
 //!   can pass the full list it sees and apply (or delete) the result before removing the finalizer.
 //! - [`GatewayRendering::dropped_claims`] lists the contributor ports the Gateway could not serve
