@@ -86,16 +86,19 @@ impl WatchedKind {
             WatchedKind::Namespace => {
                 ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&())
             }
-            istio => {
-                let kind = istio.kind();
-                ApiResource {
-                    group: ISTIO_GROUP.into(),
-                    version: ISTIO_VERSION.into(),
-                    api_version: format!("{ISTIO_GROUP}/{ISTIO_VERSION}"),
-                    kind: kind.into(),
-                    plural: format!("{}s", kind.to_ascii_lowercase()),
+            istio => ApiResource {
+                group: ISTIO_GROUP.into(),
+                version: ISTIO_VERSION.into(),
+                api_version: format!("{ISTIO_GROUP}/{ISTIO_VERSION}"),
+                kind: istio.kind().into(),
+                plural: match istio {
+                    WatchedKind::VirtualService => "virtualservices",
+                    WatchedKind::Gateway => "gateways",
+                    WatchedKind::DestinationRule => "destinationrules",
+                    _ => "serviceentries",
                 }
-            }
+                .into(),
+            },
         }
     }
 
@@ -582,4 +585,132 @@ impl TouchedOwned {
 /// Logs at debug what a watch event did; kept apart so the hot path stays readable.
 pub fn log_event(stream: &str, what: &str, namespace: &str, name: &str, affected: usize) {
     debug!(stream, what, namespace, name, affected, "watch event");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn watched_kinds_name_their_real_api_resources() {
+        let plurals: Vec<(String, String)> = WatchedKind::ALL
+            .iter()
+            .map(|k| {
+                let r = k.api_resource();
+                (r.api_version, r.plural)
+            })
+            .collect();
+        assert_eq!(
+            plurals,
+            [
+                ("mesh.istio.operator/v1alpha1", "meshservices"),
+                ("networking.istio.io/v1", "virtualservices"),
+                ("networking.istio.io/v1", "gateways"),
+                ("networking.istio.io/v1", "destinationrules"),
+                ("networking.istio.io/v1", "serviceentries"),
+                ("v1", "services"),
+                ("v1", "namespaces"),
+            ]
+            .map(|(v, p)| (v.to_string(), p.to_string()))
+        );
+    }
+
+    fn index() -> LiveIndex {
+        LiveIndex::new(Arc::new(Metrics::new())).expect("an in-memory engine")
+    }
+
+    fn meshservice(namespace: &str, name: &str, host: &str, gateway: Option<&str>) -> Value {
+        json!({
+            "apiVersion": "mesh.istio.operator/v1alpha1", "kind": "MeshService",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                         "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"serviceName": name, "hosts": [host], "ports": [{"port": 80}],
+                     "gateway": gateway.map(|g| json!({"name": g, "namespace": "edge"}))}
+        })
+    }
+
+    #[test]
+    fn a_gateway_event_requeues_the_meshservices_that_reference_it() {
+        let index = index();
+        index.apply_batch(
+            WatchedKind::MeshService,
+            vec![
+                meshservice("a", "web", "web.example.com", Some("public")),
+                meshservice("b", "api", "api.example.com", None),
+            ],
+        );
+        let gateway = json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "public", "namespace": "edge"},
+            "spec": {"servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*/web.example.com"]}]}
+        });
+        let affected = index.apply(WatchedKind::Gateway, gateway.clone());
+        assert_eq!(
+            affected,
+            BTreeSet::from([("a".to_string(), "web".to_string())])
+        );
+        assert_eq!(index.delete(WatchedKind::Gateway, &gateway), affected);
+    }
+
+    #[test]
+    fn engine_findings_reach_the_meshservice_and_follow_the_gateway() {
+        let index = index();
+        index.apply(
+            WatchedKind::MeshService,
+            meshservice("a", "web", "web.example.com", Some("public")),
+        );
+        let codes = |index: &LiveIndex| -> Vec<String> {
+            index
+                .findings_for_meshservice("a", "web")
+                .expect("findings")
+                .into_iter()
+                .map(|f| f.code)
+                .collect()
+        };
+        assert_eq!(codes(&index), ["MSH0202"]);
+        index.apply(
+            WatchedKind::Gateway,
+            json!({
+                "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                "metadata": {"name": "public", "namespace": "edge"},
+                "spec": {"selector": {"istio": "ingressgateway"},
+                         "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*/web.example.com"]}]}
+            }),
+        );
+        assert!(codes(&index).is_empty(), "{:?}", codes(&index));
+    }
+
+    #[test]
+    fn a_relist_forgets_what_it_no_longer_lists() {
+        let index = index();
+        index.apply_batch(
+            WatchedKind::MeshService,
+            vec![meshservice("a", "web", "web.example.com", None)],
+        );
+        assert_eq!(index.meshservice_keys().len(), 1);
+        index.delete_keys(WatchedKind::MeshService, &[("a".into(), "web".into())]);
+        assert!(index.meshservice_keys().is_empty());
+        let report = index.report().expect("report");
+        assert_eq!(report["summary"]["objectsTotal"], json!(0));
+    }
+
+    #[test]
+    fn an_undecodable_object_is_in_the_report() {
+        let index = index();
+        let metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("broken".into()),
+            namespace: Some("x".into()),
+            ..Default::default()
+        };
+        index.record_undecodable(
+            WatchedKind::VirtualService,
+            &metadata,
+            "spec: expected an object",
+        );
+        let report = index.report().expect("report");
+        let finding = &report["findings"][0];
+        assert_eq!(finding["code"], json!("MSH0001"));
+        assert_eq!(finding["resource"]["name"], json!("broken"));
+    }
 }

@@ -166,20 +166,22 @@ pub async fn run_until(
         broken: Arc::new(AtomicBool::new(false)),
     };
     info!(addr = ?listener.local_addr().ok(), "admin server listening");
-    let admin = tokio::spawn(admin::serve(
+    let mut admin = AbortOnDrop(vec![tokio::spawn(admin::serve(
         listener,
         admin_state,
         stopped(stop_rx.clone()),
-    ));
+    ))]);
 
     let watch_ctx = WatchContext {
         index: index.clone(),
         triggers: triggers.clone(),
         gate: gate.clone(),
     };
-    let mut background = Vec::new();
+    // Aborted when this future is dropped too (an embedding that aborts the operator's task
+    // must not leave watches feeding a dead index).
+    let mut background = AbortOnDrop(Vec::new());
     for stream in streams {
-        background.push(tokio::spawn(run_watch(
+        background.0.push(tokio::spawn(run_watch(
             watch_ctx.clone(),
             stream.kind,
             stream.api(&client),
@@ -187,13 +189,15 @@ pub async fn run_until(
             stream.name,
         )));
     }
-    background.push(tokio::spawn(refresh_metrics_loop(index.clone())));
+    background
+        .0
+        .push(tokio::spawn(refresh_metrics_loop(index.clone())));
 
     let result = async {
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         tokio::select! {
             _ = gate.wait() => info!("every initial list is in the integrity index; ready"),
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stopped(stop.clone()) => return Ok(()),
         }
         let recorder = Recorder::new(
             client.clone(),
@@ -227,16 +231,27 @@ pub async fn run_until(
     }
     .await;
 
-    for task in background {
-        task.abort();
-    }
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => warn!(%error, "admin server failed"),
-        Err(error) => warn!(%error, "admin server task failed"),
+    drop(background);
+    if let Some(admin) = admin.0.pop() {
+        match admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "admin server failed"),
+            Err(error) => warn!(%error, "admin server task failed"),
+        }
     }
     info!("stopped");
     result
+}
+
+/// Tasks aborted when dropped.
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// A future that completes when the stop flag is raised (or its sender is gone).
@@ -322,7 +337,7 @@ async fn run_controllers(
     ctx: Arc<Context>,
     config: &Config,
     triggers: &Triggers,
-    mut stop: signal::Receiver<bool>,
+    stop: signal::Receiver<bool>,
 ) {
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]
@@ -367,7 +382,7 @@ async fn run_controllers(
     futures::pin_mut!(all);
     tokio::select! {
         _ = &mut all => {}
-        _ = stop.wait_for(|s| *s) => {
+        _ = stopped(stop.clone()) => {
             for stopper in stoppers {
                 let _ = stopper.send(());
             }
@@ -383,7 +398,7 @@ async fn lead_when_elected(
     config: &Config,
     election: &LeaderElection,
     triggers: &Triggers,
-    mut shutdown: signal::Receiver<bool>,
+    shutdown: signal::Receiver<bool>,
 ) -> Result<()> {
     let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
         .with_namespace(&election.namespace)
@@ -397,16 +412,16 @@ async fn lead_when_elected(
     loop {
         info!(lease = election.lease_name, "waiting for leadership");
         tokio::select! {
-            elected = leading.wait_for(|l| *l) => if elected.is_err() { break },
-            _ = shutdown.wait_for(|s| *s) => break,
+            elected = leading.wait_for(|l| *l).map(|r| r.is_ok()) => if !elected { break },
+            _ = stopped(shutdown.clone()) => break,
         }
         info!(lease = election.lease_name, "leading");
         ctx.metrics.set_leader(true);
         let (stop_tx, stop_rx) = signal::channel(false);
         let deposed = async {
             tokio::select! {
-                _ = leading.wait_for(|l| !*l) => info!("leadership lost"),
-                _ = shutdown.wait_for(|s| *s) => {},
+                _ = leading.wait_for(|l| !*l).map(|_| ()) => info!("leadership lost"),
+                _ = stopped(shutdown.clone()) => {},
             }
             let _ = stop_tx.send(true);
         };
@@ -415,7 +430,8 @@ async fn lead_when_elected(
             deposed
         );
         ctx.metrics.set_leader(false);
-        if *shutdown.borrow() {
+        let shutting_down = *shutdown.borrow();
+        if shutting_down {
             break;
         }
     }

@@ -161,7 +161,15 @@ pub async fn run_watch(
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                warn!(stream, %error, "watch failed; retrying with backoff");
+                if !first_list_done && not_served(&error) {
+                    // The kind is not installed (an Istio without ServiceEntry, say): the index
+                    // holds none of it, which is the truth. Readiness must not wait for it; the
+                    // watch keeps retrying and picks the kind up once it is installed.
+                    warn!(stream, %error, "kind not served; counting it as listed (empty)");
+                    ctx.gate.synced(&stream);
+                } else {
+                    warn!(stream, %error, "watch failed; retrying with backoff");
+                }
                 continue;
             }
         };
@@ -221,6 +229,15 @@ pub async fn run_watch(
         }
     }
     warn!(stream, "watch stream ended");
+}
+
+/// Whether a watch error means the resource does not exist on the server (404).
+fn not_served(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
+    }
 }
 
 fn decode(

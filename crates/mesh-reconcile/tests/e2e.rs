@@ -1,0 +1,1143 @@
+//! The operator on a real control plane (etcd, kube-apiserver, kube-controller-manager with the
+//! Istio and MeshService CRDs), each test asserting what a user would observe.
+//!
+//! The operator runs in-process: `mesh_reconcile::run_until` on a tokio task, scoped with
+//! `--namespace` to the test's own namespaces (tests share one control plane per test binary and
+//! run in parallel), with its admin server on a free loopback port. "Killed mid-reconcile" aborts
+//! that task, which drops every task it spawned, and starts a new one: what survives is exactly
+//! what a restarted process would find, the state in the apiserver.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, DynamicObject};
+use kube::{Client, ResourceExt};
+use mesh_reconcile::index::WatchedKind;
+use mesh_reconcile::{BackoffPolicy, Config};
+use meshservice_api::{MeshService, ownership};
+use serde_json::{Value, json};
+use test_controlplane::{ControlPlane, Options, shared};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shared control plane of this test binary.
+///
+/// Stopgap: kube-apiserver 1.35 rejects the committed MeshService CRD (the CEL cost of the two
+/// `targetPort` rules of `spec.ports` exceeds the budget). Until meshservice-api bounds them, the
+/// tests fall back to a control plane of their own with a copy of the CRD without those two
+/// rules; no test here depends on them. Remove this once `shared()` starts.
+async fn control_plane() -> Result<&'static ControlPlane> {
+    match shared().await {
+        Ok(control_plane) => return Ok(control_plane),
+        Err(error) if error.to_string().contains("estimated rule cost") => {
+            eprintln!(
+                "the committed MeshService CRD is rejected; using a copy without the targetPort CEL rules"
+            );
+        }
+        Err(error) => return Err(error.into()),
+    }
+    static OWN: tokio::sync::OnceCell<Result<ControlPlane, String>> =
+        tokio::sync::OnceCell::const_new();
+    let started = OWN
+        .get_or_init(|| async {
+            let start = async {
+                use kube::CustomResourceExt;
+                let mut crd = serde_json::to_value(MeshService::crd())?;
+                for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+                    let items = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]["items"];
+                    if let Some(items) = items.as_object_mut() {
+                        items.remove("x-kubernetes-validations");
+                    }
+                }
+                let file = std::env::temp_dir().join(format!("iio-e2e-meshservice-crd-{}.yaml", std::process::id()));
+                std::fs::write(&file, serde_json::to_string(&crd)?)?;
+                let mut options = Options::from_env();
+                options.crds[0] = file;
+                anyhow::Ok(ControlPlane::start_with(options).await?)
+            };
+            start.await.map_err(|error| error.to_string())
+        })
+        .await;
+    started.as_ref().map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+/// One in-process operator.
+struct Operator {
+    admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<mesh_reconcile::Result<()>>,
+}
+
+impl Operator {
+    async fn start(client: Client, namespaces: &[&str]) -> Result<Operator> {
+        Self::start_with(client, namespaces, true).await
+    }
+
+    async fn start_with(client: Client, namespaces: &[&str], repair: bool) -> Result<Operator> {
+        // Operator logs with the test's output, filtered by RUST_LOG (default: warnings).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let admin = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = Config {
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            repair,
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+            },
+            identity: format!("e2e-{}", namespaces.first().copied().unwrap_or("all")),
+            ..Config::default()
+        };
+        let task = tokio::spawn(mesh_reconcile::run_until(
+            client,
+            config,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let operator = Operator {
+            admin,
+            stop: Some(stop),
+            task,
+        };
+        let ready = eventually("the operator is ready", || async {
+            if operator.task.is_finished() {
+                return Ok(Some(false));
+            }
+            Ok(operator
+                .get("/readyz")
+                .await
+                .ok()
+                .filter(|(status, _)| *status == 200)
+                .map(|_| true))
+        })
+        .await?;
+        if !ready {
+            let outcome = operator.task.await?;
+            bail!("the operator stopped before it was ready: {outcome:?}");
+        }
+        Ok(operator)
+    }
+
+    /// `GET path` on the admin server: (status code, body).
+    async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let mut stream = TcpStream::connect(self.admin).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8(raw)?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .context("no status code")?
+            .parse()?;
+        // axum answers HTTP/1.1 with chunked bodies for streamed responses; ours are whole.
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)?
+        } else {
+            body.to_string()
+        };
+        Ok((status, body))
+    }
+
+    /// SIGTERM-like: graceful stop, waiting for it.
+    async fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(TIMEOUT, &mut self.task).await???;
+        Ok(())
+    }
+
+    /// SIGKILL-like: the task and everything it spawned are dropped wherever they are.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+fn dechunk(body: &str) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(after.get(..size).context("short chunk")?);
+        rest = after.get(size + 2..).context("short chunk")?;
+    }
+}
+
+/// Polls `check` every 100 ms until it yields `Some`, for at most [`TIMEOUT`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(error) => last_error = Some(error),
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not observed within {TIMEOUT:?} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn meshservice(name: &str, spec: Value) -> Result<MeshService> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": meshservice_api::API_VERSION,
+        "kind": meshservice_api::KIND,
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?)
+}
+
+/// `(status, reason, message)` of a condition.
+fn condition(ms: &MeshService, type_: &str) -> Option<(String, String, String)> {
+    ms.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Ready=True, with the status and every condition at the current generation.
+fn ready_at_generation(ms: &MeshService) -> bool {
+    let generation = ms.metadata.generation;
+    let Some(status) = &ms.status else {
+        return false;
+    };
+    status.observed_generation == generation
+        && status.conditions.len() == 3
+        && status
+            .conditions
+            .iter()
+            .all(|c| c.observed_generation == generation)
+        && condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+async fn wait_ready(api: &Api<MeshService>, name: &str) -> Result<MeshService> {
+    eventually(
+        &format!("MeshService {name} Ready=True at its generation"),
+        || async {
+            let ms = api.get(name).await?;
+            Ok(ready_at_generation(&ms).then_some(ms))
+        },
+    )
+    .await
+}
+
+async fn wait_condition(
+    api: &Api<MeshService>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> Result<MeshService> {
+    eventually(
+        &format!("MeshService {name} {type_}={status} ({reason})"),
+        || async {
+            let ms = api.get(name).await?;
+            let observed =
+                ms.status.as_ref().and_then(|s| s.observed_generation) == ms.metadata.generation;
+            Ok((observed
+                && condition(&ms, type_).is_some_and(|(s, r, _)| s == status && r == reason))
+            .then_some(ms))
+        },
+    )
+    .await
+}
+
+fn dynamic_api(client: &Client, kind: WatchedKind, namespace: &str) -> Api<DynamicObject> {
+    let resource: ApiResource = kind.api_resource();
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+fn gateway_hosts(gateway: &DynamicObject) -> Vec<String> {
+    let mut hosts: Vec<String> = gateway.data["spec"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|server| server["hosts"].as_array().into_iter().flatten())
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+async fn events_with_reason(client: &Client, namespace: &str, reason: &str) -> Result<Vec<Event>> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect())
+}
+
+fn seed_spec(gateway_namespace: &str, managed: bool) -> Value {
+    json!({
+        "serviceName": "webapp",
+        "hosts": ["webapp.example.com"],
+        "gateway": {"name": "public-gateway", "namespace": gateway_namespace, "managed": managed},
+        "ports": [{"port": 80, "targetPort": 8080}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gateway() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("seed").await?;
+    let edge = cp.namespace("seed-edge").await?;
+    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let created = api
+        .create(
+            &PostParams::default(),
+            &meshservice("webapp-service", seed_spec(edge.name(), true))?,
+        )
+        .await?;
+    let ms = wait_ready(&api, "webapp-service").await?;
+    let uid = created.uid().context("uid")?;
+
+    // The Service: port 80 to container port 8080, selecting app=webapp, owned by the MeshService.
+    let service: Service = Api::namespaced(client.clone(), team.name())
+        .get("webapp")
+        .await?;
+    let spec = service.spec.clone().context("Service spec")?;
+    let port = &spec.ports.as_ref().context("ports")?[0];
+    assert_eq!((port.port, port.name.as_deref()), (80, Some("http-80")));
+    assert_eq!(serde_json::to_value(&port.target_port)?, json!(8080));
+    assert_eq!(
+        spec.selector,
+        Some(BTreeMap::from([("app".to_string(), "webapp".to_string())]))
+    );
+    let owner = &service.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("MeshService", uid.as_str(), Some(true))
+    );
+
+    // The VirtualService: the host, bound to the shared gateway, routing to the Service.
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team.name())
+        .get("webapp-service")
+        .await?;
+    assert_eq!(strings(&vs.data["spec"]["hosts"]), ["webapp.example.com"]);
+    assert_eq!(
+        strings(&vs.data["spec"]["gateways"]),
+        [format!("{edge}/public-gateway")]
+    );
+    let destination = &vs.data["spec"]["http"][0]["route"][0]["destination"];
+    assert_eq!(
+        destination["host"],
+        json!(format!("webapp.{team}.svc.cluster.local"))
+    );
+    assert_eq!(destination["port"]["number"], json!(80));
+    assert_eq!(vs.owner_references()[0].uid, uid);
+
+    // The managed Gateway: serves the team's host on port 80, marked as ours with its contributor.
+    let gateway = dynamic_api(&client, WatchedKind::Gateway, edge.name())
+        .get("public-gateway")
+        .await?;
+    assert_eq!(
+        gateway_hosts(&gateway),
+        [format!("{team}/webapp.example.com")]
+    );
+    assert_eq!(
+        gateway.data["spec"]["servers"][0]["port"]["number"],
+        json!(80)
+    );
+    assert_eq!(
+        gateway
+            .labels()
+            .get(ownership::MANAGED_BY_LABEL)
+            .map(String::as_str),
+        Some(ownership::MANAGED_BY_VALUE)
+    );
+    assert_eq!(
+        gateway
+            .annotations()
+            .get(ownership::CONTRIBUTORS_ANNOTATION)
+            .cloned(),
+        Some(format!("{team}/webapp-service"))
+    );
+    assert!(
+        gateway.owner_references().is_empty(),
+        "cross-namespace: no ownerReference"
+    );
+
+    // The status: the three conditions true, the three objects applied, the finalizer set.
+    for type_ in ["Accepted", "ResolvedRefs", "Ready"] {
+        assert_eq!(
+            condition(&ms, type_).map(|c| c.0),
+            Some("True".to_string()),
+            "{type_}"
+        );
+    }
+    let resources: Vec<(String, String)> = ms
+        .status
+        .as_ref()
+        .map(|s| {
+            s.resources
+                .iter()
+                .map(|r| (r.kind.clone(), r.state.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        resources,
+        [
+            ("Service".to_string(), "Applied".to_string()),
+            ("VirtualService".to_string(), "Applied".to_string()),
+            ("Gateway".to_string(), "Applied".to_string())
+        ]
+    );
+    assert!(ms.finalizers().iter().any(|f| f == ownership::FINALIZER));
+    assert!(
+        !events_with_reason(&client, team.name(), "Applied")
+            .await?
+            .is_empty(),
+        "an Applied Event"
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_hosts_and_ports_updates_the_virtual_service_and_the_shared_gateway() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("change").await?;
+    let edge = cp.namespace("change-edge").await?;
+    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", seed_spec(edge.name(), true))?,
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+
+    let patch = json!({"spec": {
+        "hosts": ["webapp.example.com", "www.example.com"],
+        "ports": [{"port": 8080, "targetPort": 9090}],
+    }});
+    let patched = api
+        .patch(
+            "webapp-service",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    let ms = wait_ready(&api, "webapp-service").await?;
+    assert_eq!(
+        ms.status.as_ref().and_then(|s| s.observed_generation),
+        patched.metadata.generation
+    );
+
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team.name())
+        .get("webapp-service")
+        .await?;
+    assert_eq!(
+        strings(&vs.data["spec"]["hosts"]),
+        ["webapp.example.com", "www.example.com"]
+    );
+    assert_eq!(
+        vs.data["spec"]["http"][0]["route"][0]["destination"]["port"]["number"],
+        json!(8080)
+    );
+    let gateway = dynamic_api(&client, WatchedKind::Gateway, edge.name())
+        .get("public-gateway")
+        .await?;
+    assert_eq!(
+        gateway_hosts(&gateway),
+        [
+            format!("{team}/webapp.example.com"),
+            format!("{team}/www.example.com")
+        ]
+    );
+    let ports: Vec<i64> = gateway.data["spec"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["port"]["number"].as_i64())
+        .collect();
+    assert_eq!(ports, [8080]);
+    let service: Service = Api::namespaced(client.clone(), team.name())
+        .get("webapp")
+        .await?;
+    let port = &service.spec.and_then(|s| s.ports).context("ports")?[0];
+    assert_eq!(
+        (port.port, serde_json::to_value(&port.target_port)?),
+        (8080, json!(9090))
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("drift").await?;
+    let edge = cp.namespace("drift-edge").await?;
+    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", seed_spec(edge.name(), true))?,
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+
+    // Another field manager takes our hosts and adds an annotation of its own.
+    let virtual_services = dynamic_api(&client, WatchedKind::VirtualService, team.name());
+    let intrusion = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "webapp-service", "annotations": {"example.com/note": "keep me"}},
+        "spec": {"hosts": ["evil.example.com"]},
+    });
+    let edited_at = Instant::now();
+    virtual_services
+        .patch(
+            "webapp-service",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intrusion),
+        )
+        .await?;
+    let repaired = eventually("the VirtualService hosts are restored", || async {
+        let vs = virtual_services.get("webapp-service").await?;
+        Ok((strings(&vs.data["spec"]["hosts"]) == ["webapp.example.com"]).then_some(vs))
+    })
+    .await?;
+    let repair_time = edited_at.elapsed();
+    eprintln!("VirtualService drift repaired in {repair_time:?}");
+    assert!(
+        repair_time < Duration::from_secs(2),
+        "repaired in {repair_time:?}, not within 2 s"
+    );
+    assert_eq!(
+        repaired
+            .annotations()
+            .get("example.com/note")
+            .map(String::as_str),
+        Some("keep me"),
+        "a field another manager owns survives the repair"
+    );
+
+    // Deleting the Service recreates it.
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    let old_uid = services.get("webapp").await?.uid();
+    let deleted_at = Instant::now();
+    services.delete("webapp", &DeleteParams::default()).await?;
+    eventually("the Service is recreated", || async {
+        Ok(services
+            .get_opt("webapp")
+            .await?
+            .filter(|s| s.uid() != old_uid))
+    })
+    .await?;
+    let recreate_time = deleted_at.elapsed();
+    eprintln!("deleted Service recreated in {recreate_time:?}");
+    assert!(
+        recreate_time < Duration::from_secs(2),
+        "recreated in {recreate_time:?}, not within 2 s"
+    );
+
+    // Counted and announced.
+    let (_, metrics) = operator.get("/metrics").await?;
+    assert!(
+        metric(
+            &metrics,
+            r#"mesh_drift_repairs_total{kind="VirtualService"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, r#"mesh_drift_repairs_total{kind="Service"}"#).is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    eventually("DriftRepaired Events", || async {
+        Ok((events_with_reason(&client, team.name(), "DriftRepaired")
+            .await?
+            .len()
+            >= 2)
+            .then_some(()))
+    })
+    .await?;
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_repair_off_drift_is_reported_and_left_alone() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("drift-off").await?;
+    let operator = Operator::start_with(client.clone(), &[team.name()], false).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec =
+        json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", spec)?,
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+
+    let virtual_services = dynamic_api(&client, WatchedKind::VirtualService, team.name());
+    let intrusion = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "webapp-service"}, "spec": {"hosts": ["evil.example.com"]},
+    });
+    virtual_services
+        .patch(
+            "webapp-service",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intrusion),
+        )
+        .await?;
+    let ms = wait_condition(&api, "webapp-service", "Ready", "False", "Drifted").await?;
+    assert!(
+        ms.status
+            .iter()
+            .flat_map(|s| &s.resources)
+            .any(|r| r.kind == "VirtualService" && r.state == "Drifted")
+    );
+    let vs = virtual_services.get("webapp-service").await?;
+    assert_eq!(
+        strings(&vs.data["spec"]["hosts"]),
+        ["evil.example.com"],
+        "not repaired"
+    );
+    let (_, metrics) = operator.get("/metrics").await?;
+    assert!(
+        metric(
+            &metrics,
+            r#"mesh_drift_detected_total{kind="VirtualService"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            r#"mesh_drift_repairs_total{kind="VirtualService"}"#
+        )
+        .is_none(),
+        "{metrics}"
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_older_of_two_claims_wins_and_the_newer_takes_over_when_it_goes() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team_a = cp.namespace("claim-a").await?;
+    let team_b = cp.namespace("claim-b").await?;
+    let operator = Operator::start(client.clone(), &[team_a.name(), team_b.name()]).await?;
+    let spec = |service: &str| json!({"serviceName": service, "hosts": ["shop.example.com"], "ports": [{"port": 80}]});
+
+    let older: Api<MeshService> = Api::namespaced(client.clone(), team_a.name());
+    older
+        .create(&PostParams::default(), &meshservice("shop", spec("shop"))?)
+        .await?;
+    wait_ready(&older, "shop").await?;
+    // creationTimestamp has a resolution of one second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newer: Api<MeshService> = Api::namespaced(client.clone(), team_b.name());
+    newer
+        .create(&PostParams::default(), &meshservice("shop", spec("shop"))?)
+        .await?;
+
+    let lost = wait_condition(&newer, "shop", "Accepted", "False", "HostConflict").await?;
+    let (_, _, message) = condition(&lost, "Accepted").context("Accepted")?;
+    assert!(
+        message.contains(&format!("{team_a}/shop")),
+        "the message names the winner: {message}"
+    );
+    assert_eq!(condition(&lost, "Ready").map(|c| c.0), Some("False".into()));
+    assert!(
+        lost.status
+            .iter()
+            .flat_map(|s| &s.findings)
+            .any(|f| f.code == "MSH0201")
+    );
+    // None of its conflicting hosts is applied: it has no VirtualService at all.
+    assert!(
+        dynamic_api(&client, WatchedKind::VirtualService, team_b.name())
+            .get_opt("shop")
+            .await?
+            .is_none()
+    );
+    assert!(
+        ready_at_generation(&older.get("shop").await?),
+        "the winner stays Ready"
+    );
+    assert!(
+        !events_with_reason(&client, team_b.name(), "HostConflict")
+            .await?
+            .is_empty()
+    );
+
+    // The winner goes; the loser takes over without anyone touching it.
+    let generation = lost.metadata.generation;
+    older.delete("shop", &DeleteParams::default()).await?;
+    let took_over = wait_ready(&newer, "shop").await?;
+    assert_eq!(took_over.metadata.generation, generation);
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team_b.name())
+        .get("shop")
+        .await?;
+    assert_eq!(strings(&vs.data["spec"]["hosts"]), ["shop.example.com"]);
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_unmanaged_gateway_resolves_when_it_is_created() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("gw-missing").await?;
+    let edge = cp.namespace("gw-missing-edge").await?;
+    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", seed_spec(edge.name(), false))?,
+    )
+    .await?;
+
+    let missing = wait_condition(
+        &api,
+        "webapp-service",
+        "ResolvedRefs",
+        "False",
+        "GatewayNotFound",
+    )
+    .await?;
+    assert_eq!(
+        condition(&missing, "Accepted").map(|c| c.0),
+        Some("True".into())
+    );
+    // The VirtualService is applied anyway, so traffic flows the moment the Gateway appears.
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team.name())
+        .get("webapp-service")
+        .await?;
+    assert_eq!(
+        strings(&vs.data["spec"]["gateways"]),
+        [format!("{edge}/public-gateway")]
+    );
+
+    let gateway = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "public-gateway"},
+        "spec": {"selector": {"istio": "ingressgateway"},
+                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*/webapp.example.com"]}]},
+    });
+    let created_at = Instant::now();
+    dynamic_api(&client, WatchedKind::Gateway, edge.name())
+        .create(&PostParams::default(), &serde_json::from_value(gateway)?)
+        .await?;
+    let resolved = wait_ready(&api, "webapp-service").await?;
+    let flip = created_at.elapsed();
+    eprintln!("ResolvedRefs flipped {flip:?} after the Gateway was created");
+    assert!(flip < Duration::from_secs(3), "flipped after {flip:?}");
+    assert_eq!(
+        condition(&resolved, "ResolvedRefs").map(|c| c.1),
+        Some("ResolvedRefs".into())
+    );
+    assert_eq!(
+        resolved.metadata.generation, missing.metadata.generation,
+        "the MeshService was not touched"
+    );
+    assert!(
+        !events_with_reason(&client, team.name(), "GatewayNotFound")
+            .await?
+            .is_empty()
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_virtual_service_elsewhere_is_reported_and_stops_nothing() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("tolerant").await?;
+    let other = cp.namespace("tolerant-other").await?;
+    // Valid for the CRD schema (a uint32), not a port number: the engine cannot project it.
+    let bad = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "broken"},
+        "spec": {"hosts": ["broken.example.com"],
+                 "http": [{"route": [{"destination": {"host": "x", "port": {"number": 70000}}}]}]},
+    });
+    dynamic_api(&client, WatchedKind::VirtualService, other.name())
+        .create(&PostParams::default(), &serde_json::from_value(bad)?)
+        .await?;
+    let operator = Operator::start(client.clone(), &[team.name(), other.name()]).await?;
+
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec =
+        json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", spec)?,
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+
+    let (status, body) = operator.get("/report").await?;
+    assert_eq!(status, 200);
+    let report: Value = serde_json::from_str(&body)?;
+    let listed = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|f| {
+            f["code"] == "MSH0001"
+                && f["resource"]["name"] == "broken"
+                && f["resource"]["namespace"] == other.name()
+        });
+    assert!(
+        listed,
+        "the report lists the undecodable VirtualService: {body}"
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_meshservice_removes_its_children_and_exactly_its_hosts_from_a_shared_gateway()
+-> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team_a = cp.namespace("shared-a").await?;
+    let team_b = cp.namespace("shared-b").await?;
+    let edge = cp.namespace("shared-edge").await?;
+    let operator =
+        Operator::start(client.clone(), &[team_a.name(), team_b.name(), edge.name()]).await?;
+    let spec = |service: &str, host: &str| {
+        json!({"serviceName": service, "hosts": [host],
+               "gateway": {"name": "shared", "namespace": edge.name(), "managed": true},
+               "ports": [{"port": 80}]})
+    };
+    let a: Api<MeshService> = Api::namespaced(client.clone(), team_a.name());
+    let b: Api<MeshService> = Api::namespaced(client.clone(), team_b.name());
+    a.create(
+        &PostParams::default(),
+        &meshservice("cart", spec("cart", "cart.example.com"))?,
+    )
+    .await?;
+    b.create(
+        &PostParams::default(),
+        &meshservice("shop", spec("shop", "shop.example.com"))?,
+    )
+    .await?;
+    wait_ready(&a, "cart").await?;
+    wait_ready(&b, "shop").await?;
+    let gateways = dynamic_api(&client, WatchedKind::Gateway, edge.name());
+    let both = eventually("the shared Gateway serves both teams", || async {
+        let gateway = gateways.get("shared").await?;
+        Ok((gateway_hosts(&gateway).len() == 2).then_some(gateway))
+    })
+    .await?;
+    assert_eq!(
+        gateway_hosts(&both),
+        [
+            format!("{team_a}/cart.example.com"),
+            format!("{team_b}/shop.example.com")
+        ]
+    );
+
+    a.delete("cart", &DeleteParams::default()).await?;
+    eventually("MeshService cart is gone", || async {
+        Ok(a.get_opt("cart").await?.is_none().then_some(()))
+    })
+    .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), team_a.name());
+    let virtual_services = dynamic_api(&client, WatchedKind::VirtualService, team_a.name());
+    eventually(
+        "its Service and VirtualService are garbage-collected",
+        || async {
+            Ok((services.get_opt("cart").await?.is_none()
+                && virtual_services.get_opt("cart").await?.is_none())
+            .then_some(()))
+        },
+    )
+    .await?;
+    let remaining = gateways.get("shared").await?;
+    assert_eq!(
+        gateway_hosts(&remaining),
+        [format!("{team_b}/shop.example.com")]
+    );
+    assert_eq!(
+        remaining
+            .annotations()
+            .get(ownership::CONTRIBUTORS_ANNOTATION)
+            .cloned(),
+        Some(format!("{team_b}/shop"))
+    );
+    assert!(
+        ready_at_generation(&b.get("shop").await?),
+        "the other team is unaffected"
+    );
+
+    // The last contributor leaves: the Gateway goes too.
+    b.delete("shop", &DeleteParams::default()).await?;
+    eventually("the shared Gateway is deleted", || async {
+        Ok(gateways.get_opt("shared").await?.is_none().then_some(()))
+    })
+    .await?;
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("restart").await?;
+    let edge = cp.namespace("restart-edge").await?;
+    let namespaces = [team.name(), edge.name()];
+    let operator = Operator::start(client.clone(), &namespaces).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", seed_spec(edge.name(), true))?,
+    )
+    .await?;
+    // Kill it as soon as the first child exists: the reconcile is somewhere between the Service
+    // and the status write.
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    eventually("the first child exists", || async {
+        Ok(services.get_opt("webapp").await?.map(|_| ()))
+    })
+    .await?;
+    operator.kill().await;
+
+    let restarted = Operator::start(client.clone(), &namespaces).await?;
+    let ms = wait_ready(&api, "webapp-service").await?;
+    let owned = ListParams::default().labels(&format!(
+        "{}={}",
+        ownership::MANAGED_BY_LABEL,
+        ownership::MANAGED_BY_VALUE
+    ));
+    assert_eq!(services.list(&owned).await?.items.len(), 1, "one Service");
+    let virtual_services = dynamic_api(&client, WatchedKind::VirtualService, team.name())
+        .list(&owned)
+        .await?;
+    assert_eq!(virtual_services.items.len(), 1, "one VirtualService");
+    let gateways = dynamic_api(&client, WatchedKind::Gateway, edge.name())
+        .list(&owned)
+        .await?;
+    assert_eq!(gateways.items.len(), 1, "one Gateway");
+    assert_eq!(
+        ms.finalizers()
+            .iter()
+            .filter(|f| *f == ownership::FINALIZER)
+            .count(),
+        1,
+        "one finalizer"
+    );
+    assert_eq!(ms.status.as_ref().map(|s| s.resources.len()), Some(3));
+
+    // And a restart of a converged operator changes nothing: the status is byte-identical.
+    restarted.stop().await?;
+    let again = Operator::start(client.clone(), &namespaces).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = api.get("webapp-service").await?;
+    assert_eq!(after.status, ms.status, "status unchanged by a restart");
+    assert_eq!(
+        after.resource_version(),
+        ms.resource_version(),
+        "no write at all"
+    );
+
+    again.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preexisting_service_of_the_same_name_is_a_name_conflict_and_left_untouched() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("name-conflict").await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    let theirs: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "webapp", "labels": {"owner": "someone-else"}},
+        "spec": {"selector": {"app": "legacy"}, "ports": [{"port": 9000}]},
+    }))?;
+    let theirs = services.create(&PostParams::default(), &theirs).await?;
+    let operator = Operator::start(client.clone(), &[team.name()]).await?;
+
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec =
+        json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", spec)?,
+    )
+    .await?;
+    let ms = wait_condition(&api, "webapp-service", "Accepted", "False", "NameConflict").await?;
+    assert_eq!(condition(&ms, "Ready").map(|c| c.0), Some("False".into()));
+
+    let after = services.get("webapp").await?;
+    assert_eq!(
+        after.resource_version(),
+        theirs.resource_version(),
+        "the Service is unchanged"
+    );
+    assert!(after.owner_references().is_empty());
+    assert!(
+        dynamic_api(&client, WatchedKind::VirtualService, team.name())
+            .get_opt("webapp-service")
+            .await?
+            .is_none()
+    );
+    assert!(
+        !events_with_reason(&client, team.name(), "NameConflict")
+            .await?
+            .is_empty()
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_report_answer_with_the_figures() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("admin").await?;
+    let edge = cp.namespace("admin-edge").await?;
+    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    assert_eq!(operator.get("/healthz").await?.0, 200);
+    assert_eq!(operator.get("/readyz").await?.0, 200);
+
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice(
+            "ok",
+            json!({"serviceName": "ok", "hosts": ["ok.example.com"], "ports": [{"port": 80}]}),
+        )?,
+    )
+    .await?;
+    api.create(
+        &PostParams::default(),
+        &meshservice("orphan", seed_spec(edge.name(), false))?,
+    )
+    .await?;
+    wait_ready(&api, "ok").await?;
+    wait_condition(&api, "orphan", "ResolvedRefs", "False", "GatewayNotFound").await?;
+
+    let (status, body) = operator.get("/report").await?;
+    assert_eq!(status, 200);
+    let report: Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        report["summary"]["objectsByKind"]["MeshService"],
+        json!(2),
+        "{body}"
+    );
+    let not_found = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["code"] == "MSH0202")
+        .context("an MSH0202 finding")?;
+    assert_eq!(not_found["resource"]["name"], json!("orphan"));
+    assert!(
+        not_found["repair"].is_array(),
+        "findings carry repair plans"
+    );
+
+    let (status, metrics) = operator.get("/metrics").await?;
+    assert_eq!(status, 200);
+    let reconciles = metric(
+        &metrics,
+        r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
+    );
+    assert!(reconciles.is_some_and(|n| n >= 2.0), "{metrics}");
+    assert!(
+        metrics.contains("controller_runtime_reconcile_time_seconds_bucket"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"mesh_watched_objects{kind="MeshService"}"#),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"mesh_integrity_findings{code="MSH0202",severity="Error"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "mesh_engine_check_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "mesh_leader"), Some(1.0), "{metrics}");
+
+    operator.stop().await
+}
