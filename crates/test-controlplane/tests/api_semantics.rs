@@ -2,9 +2,12 @@
 //! served and its CEL rules enforced by the apiserver, Istio's CRDs convert between versions, Services
 //! get cluster IPs, the garbage collector and namespace controller run, and RBAC denies.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use common::eventually;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -50,24 +53,6 @@ fn rejection(result: kube::Result<MeshService>) -> Result<String> {
         Ok(accepted) => bail!("the apiserver accepted {:?}", accepted.spec),
         Err(kube::Error::Api(status)) if status.is_invalid() => Ok(status.message),
         Err(other) => Err(other).context("expected a 422 Invalid"),
-    }
-}
-
-/// Polls `check` every 200 ms until it returns true, for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what}: not observed within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
