@@ -177,6 +177,11 @@ struct ServerKey {
 ///   credential are dropped first, with [`DropReason::MissingCredential`].
 /// - A namespaced host served twice on one port (two HTTPS credentials) stays with the higher rank.
 /// - No host left: [`GatewayPlan::Delete`].
+///
+/// Not decided here: opaque TCP is routed by port alone, so when two contributors put TCP on one
+/// port both are rendered into the one server, but only one VirtualService's `tcp` route takes
+/// effect at the gateway. Telling which is a claim conflict for the integrity engine to report.
+/// HTTP, HTTP2 and GRPC count as different protocols, although Istio could merge them on a port.
 pub fn render_gateway(
     gateway: &GatewayKey,
     contributions: &[Contribution<'_>],
