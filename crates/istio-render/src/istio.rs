@@ -2,6 +2,10 @@
 //! the operator sets. Anything absent here is left to other field managers under server-side apply.
 //! Field names and types follow Istio's CRD schema (`crd-all.gen.yaml`): port numbers are uint32,
 //! `tls[].match[].sniHosts` is required, a Gateway server port requires `number`, `protocol` and `name`.
+//!
+//! The types implement k8s-openapi's `Resource` and `Metadata`, so kube's typed `Api<K>` can apply
+//! them and decode the answer. Decoding ignores unknown fields but requires the fields the renderer
+//! always writes, so objects written by someone else may not decode: read those as `DynamicObject`.
 
 use std::collections::BTreeMap;
 
