@@ -447,3 +447,16 @@ fn the_order_of_hosts_and_ports_in_the_spec_does_not_change_the_rendered_bytes()
     };
     assert_eq!(bytes(&one), bytes(&other));
 }
+
+#[test]
+fn a_rendered_virtual_service_as_the_apiserver_returns_it_decodes_back_into_the_typed_struct() {
+    let virtual_service = virtual_service_of(&seed_example());
+    let mut returned = istio_render::to_value(&virtual_service).expect("serialises");
+    returned["metadata"]["resourceVersion"] = json!("4711");
+    returned["metadata"]["generation"] = json!(1);
+    returned["spec"]["http"][0]["timeout"] = json!("5s");
+    returned["status"] = json!({"observedGeneration": 1});
+    let decoded: VirtualService = serde_json::from_value(returned).expect("decodes");
+    assert_eq!(decoded.spec, virtual_service.spec);
+    assert_eq!(decoded.metadata.resource_version.as_deref(), Some("4711"));
+}
