@@ -271,13 +271,6 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     if gathered.sources.is_empty() && problems.is_empty() {
         let _ = writeln!(stderr, "note: no input: nothing was checked");
     }
-    if args.format == Format::Text {
-        // A clean report proves nothing about rules that could not run; people should know.
-        // (JSON carries `coverage`, SARIF carries notifications.)
-        for note in &outcome.coverage_notes {
-            let _ = writeln!(stderr, "note: {note}");
-        }
-    }
 
     let written = match args.format {
         Format::Text => {
@@ -322,6 +315,16 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
         if error.kind() != std::io::ErrorKind::BrokenPipe {
             let _ = writeln!(stderr, "error: writing the report: {error}");
             return EXIT_BAD_INPUT;
+        }
+    }
+
+    // Notes and stats follow the report on the terminal, not before it.
+    let _ = stdout.flush();
+    if args.format == Format::Text {
+        // A clean report proves nothing about rules that could not run; people should know.
+        // (JSON carries `coverage`, SARIF carries notifications.)
+        for note in &outcome.coverage_notes {
+            let _ = writeln!(stderr, "note: {note}");
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::report::{Finding, Severity, repair_step_text};
+use super::report::{Finding, Resource, Severity, repair_step_text};
 
 /// Counts the summary line reports beside the findings.
 #[derive(Debug, Clone, Default)]
@@ -98,7 +98,13 @@ pub fn render(findings: &[Finding], totals: &Totals, with_plan: bool, style: Sty
                     // The exact JSON Patch, so a person can apply it by hand (`kubectl patch
                     // --type=json`) instead of retyping it from the description.
                     if let Some(patch) = step.get("patch").filter(|p| !p.is_null()) {
-                        let _ = writeln!(out, "         {}", style.dim(&format!("patch: {patch}")));
+                        let target = step
+                            .get("target")
+                            .and_then(|t| serde_json::from_value::<Resource>(t.clone()).ok())
+                            .map(|t| format!(" {}", one_line(&t.label())))
+                            .unwrap_or_default();
+                        let line = format!("patch{target}: {patch}");
+                        let _ = writeln!(out, "         {}", style.dim(&line));
                     }
                 }
             }
@@ -180,7 +186,6 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::report::Resource;
 
     fn finding(code: &str, severity: Severity, name: &str, line: u32) -> Finding {
         Finding {
@@ -271,11 +276,12 @@ mod tests {
         let mut broken = finding("IST0101", Severity::Error, "a", 1);
         broken.repair = vec![serde_json::json!({
             "action": "patch", "description": "declare subset v3",
+            "target": {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "namespace": "shop", "name": "catalog"},
             "patch": [{"op": "add", "path": "/spec/subsets/-", "value": {"name": "v3"}}]
         })];
         let text = render(&[broken], &Totals::default(), true, Style { color: false });
         assert!(text.contains(
-            "      repair 1. declare subset v3\n         patch: [{\"op\":\"add\",\"path\":\"/spec/subsets/-\",\"value\":{\"name\":\"v3\"}}]\n"
+            "      repair 1. declare subset v3\n         patch DestinationRule shop/catalog: [{\"op\":\"add\",\"path\":\"/spec/subsets/-\",\"value\":{\"name\":\"v3\"}}]\n"
         ), "{text}");
     }
 
