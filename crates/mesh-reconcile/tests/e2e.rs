@@ -612,12 +612,10 @@ async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive(
         metric(&metrics, r#"mesh_drift_repairs_total{kind="Service"}"#).is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
-    eventually("DriftRepaired Events", || async {
-        Ok((events_with_reason(&client, team.name(), "DriftRepaired")
-            .await?
-            .len()
-            >= 2)
-            .then_some(()))
+    // The recorder folds repeats of one reason into one Event series, so one Event it is.
+    eventually("a DriftRepaired Event", || async {
+        let events = events_with_reason(&client, team.name(), "DriftRepaired").await?;
+        Ok((!events.is_empty()).then_some(()))
     })
     .await?;
 
