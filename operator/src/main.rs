@@ -1,6 +1,7 @@
 //! `istio-integrity-operator`: wiring only; the work lives in the crates under `crates/`.
 
 mod check;
+mod run;
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
@@ -18,12 +19,15 @@ enum Command {
     Crd,
     /// Check Istio and MeshService YAML offline: dangling references, conflicts (exit 0/1/2).
     Check(check::CheckArgs),
+    /// Run the operator against a cluster (kubeconfig or in-cluster config) until SIGTERM.
+    Run(run::RunArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", serde_saphyr::to_string(&meshservice_api::MeshService::crd())?),
         Command::Check(args) => std::process::exit(check::run(args)),
+        Command::Run(args) => run::run(args)?,
     }
     Ok(())
 }
