@@ -202,49 +202,60 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
         }
         paths.push(PathBuf::from("-"));
     }
-    let gathered = input::gather(&paths, stdin);
-    let mut problems: Vec<InputProblem> = gathered.problems;
-    let mut objects = Vec::new();
-    for source in &gathered.sources {
-        match mesh_integrity::parse_documents(&source.text, &source.name) {
-            Ok(mut parsed) => objects.append(&mut parsed),
-            Err(error) => problems.push(InputProblem {
-                name: format!("{}:{}:{}", error.file, error.line, error.column),
-                message: error.message.clone(),
-            }),
+    let mut session = match engine::Session::open(&args.namespace, &args.suppress) {
+        Ok(session) => session,
+        Err(message) => {
+            let _ = writeln!(stderr, "error: the integrity engine failed: {message}");
+            return EXIT_BAD_INPUT;
         }
-    }
-    let read_time = started.elapsed();
-
-    let graph_objects: Vec<graph::GraphObject> = if args.graph.is_some() {
-        objects
-            .iter()
-            .filter_map(|object| graph::GraphObject::from_value(&object.value, &args.namespace))
-            .collect()
-    } else {
-        Vec::new()
     };
-
+    // Each text is parsed and ingested as soon as it is read and its objects dropped, so memory
+    // holds one file's objects at a time, not the whole tree's.
+    let mut parse_problems: Vec<InputProblem> = Vec::new();
+    let mut engine_failure: Option<String> = None;
+    let mut graph_objects: Vec<graph::GraphObject> = Vec::new();
     // The engine names related objects without their file; SARIF's related locations are only
     // clickable with one, so remember where each object was read.
-    let origins: HashMap<(String, String, String), (String, u32)> = if args.format == Format::Sarif
-    {
-        objects
-            .iter()
-            .filter_map(|object| {
+    let mut origins: HashMap<(String, String, String), (String, u32)> = HashMap::new();
+    let (sources, read_problems) = input::gather(&paths, stdin, &mut |source| {
+        let objects = match mesh_integrity::parse_documents(&source.text, &source.name) {
+            Ok(objects) => objects,
+            Err(error) => {
+                parse_problems.push(InputProblem {
+                    name: format!("{}:{}:{}", error.file, error.line, error.column),
+                    message: error.message,
+                });
+                return;
+            }
+        };
+        if args.graph.is_some() {
+            graph_objects.extend(
+                objects
+                    .iter()
+                    .filter_map(|o| graph::GraphObject::from_value(&o.value, &args.namespace)),
+            );
+        }
+        if args.format == Format::Sarif {
+            origins.extend(objects.iter().filter_map(|object| {
                 let key = mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
                 let origin = object.origin.as_ref()?;
                 Some((
                     (key.kind, key.namespace, key.name),
                     (origin.file.clone(), origin.line),
                 ))
-            })
-            .collect()
-    } else {
-        HashMap::new()
-    };
+            }));
+        }
+        if engine_failure.is_none()
+            && let Err(message) = session.ingest(objects)
+        {
+            engine_failure = Some(message);
+        }
+    });
+    let read_time = started.elapsed();
+    let mut problems = read_problems;
+    problems.extend(parse_problems);
 
-    let mut outcome = match engine::run(objects, &args.namespace, &args.suppress) {
+    let mut outcome = match engine_failure.map_or_else(|| session.check(), Err) {
         Ok(outcome) => outcome,
         Err(message) => {
             // The engine failing on valid input is our bug, not the user's; say so plainly.
@@ -268,7 +279,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
             }
         );
     }
-    if gathered.sources.is_empty() && problems.is_empty() {
+    if sources == 0 && problems.is_empty() {
         let _ = writeln!(stderr, "note: no input: nothing was checked");
     }
 
@@ -341,7 +352,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     }
 
     if args.stats {
-        print_stats(stderr, &outcome, read_time, gathered.sources.len());
+        print_stats(stderr, &outcome, read_time, sources);
     }
 
     if !problems.is_empty() {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mesh_integrity::{Engine, IngestOptions, Report, SourceObject, Suppression};
+use mesh_integrity::{Engine, IngestOptions, IngestStats, Report, SourceObject, Suppression};
 use serde_json::Value;
 
 use super::report::{Finding, ReportView, RuleView};
@@ -40,49 +40,79 @@ pub fn validate_suppressions(suppressions: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Ingests the objects and runs every rule.
-pub fn run(
-    objects: Vec<SourceObject>,
-    default_namespace: &str,
-    suppressions: &[String],
-) -> Result<Outcome, String> {
-    let options = IngestOptions {
-        default_namespace: default_namespace.to_string(),
-    };
-    let mut engine = Engine::open_in_memory().map_err(|error| error.to_string())?;
-    engine.set_options(options);
-    for suppression in suppressions {
-        engine
-            .add_suppression(suppression)
-            .map_err(|error| error.to_string())?;
+/// One check: an engine with its options and suppressions, fed file by file, then checked.
+pub struct Session {
+    engine: Engine,
+    stats: IngestStats,
+    ingest_time: Duration,
+}
+
+impl Session {
+    /// An empty in-memory engine.
+    pub fn open(default_namespace: &str, suppressions: &[String]) -> Result<Session, String> {
+        let options = IngestOptions {
+            default_namespace: default_namespace.to_string(),
+        };
+        let mut engine = Engine::open_in_memory().map_err(|error| error.to_string())?;
+        engine.set_options(options);
+        for suppression in suppressions {
+            engine
+                .add_suppression(suppression)
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(Session {
+            engine,
+            stats: IngestStats::default(),
+            ingest_time: Duration::ZERO,
+        })
     }
 
-    let ingest_started = Instant::now();
-    let stats = engine
-        .ingest_batch(objects)
-        .map_err(|error| error.to_string())?;
-    let ingest_time = ingest_started.elapsed();
+    /// Projects a batch of objects (one file's) into the engine.
+    pub fn ingest(&mut self, objects: Vec<SourceObject>) -> Result<(), String> {
+        let started = Instant::now();
+        let stats = self
+            .engine
+            .ingest_batch(objects)
+            .map_err(|error| error.to_string())?;
+        self.ingest_time += started.elapsed();
+        for (kind, count) in stats.by_kind {
+            *self.stats.by_kind.entry(kind).or_default() += count;
+        }
+        for (kind, count) in stats.skipped_unknown {
+            *self.stats.skipped_unknown.entry(kind).or_default() += count;
+        }
+        self.stats.undecodable += stats.undecodable;
+        self.stats.total += stats.total;
+        Ok(())
+    }
 
-    let check_started = Instant::now();
-    let report = engine.check().map_err(|error| error.to_string())?;
-    let check_time = check_started.elapsed();
+    /// Runs every rule over everything ingested.
+    pub fn check(self) -> Result<Outcome, String> {
+        let Session {
+            engine,
+            stats,
+            ingest_time,
+        } = self;
+        let check_started = Instant::now();
+        let report = engine.check().map_err(|error| error.to_string())?;
+        let check_time = check_started.elapsed();
 
-    let value = serde_json::to_value(&report).map_err(|error| error.to_string())?;
-    let view: ReportView = serde_json::from_value(value)
-        .map_err(|error| format!("reading the engine's report: {error}"))?;
-    let suppressed = Some(report.summary.suppressed);
-    Ok(Outcome {
-        coverage_notes: report.coverage.notes.clone(),
-        report,
-        findings: view.findings,
-        checked: stats.total,
-        skipped: stats.skipped_unknown.values().sum(),
-        by_kind: stats.by_kind,
-        skipped_kinds: stats.skipped_unknown,
-        suppressed,
-        ingest_time,
-        check_time,
-    })
+        let value = serde_json::to_value(&report).map_err(|error| error.to_string())?;
+        let view: ReportView = serde_json::from_value(value)
+            .map_err(|error| format!("reading the engine's report: {error}"))?;
+        Ok(Outcome {
+            coverage_notes: report.coverage.notes.clone(),
+            suppressed: Some(report.summary.suppressed),
+            report,
+            findings: view.findings,
+            checked: stats.total,
+            skipped: stats.skipped_unknown.values().sum(),
+            by_kind: stats.by_kind,
+            skipped_kinds: stats.skipped_unknown,
+            ingest_time,
+            check_time,
+        })
+    }
 }
 
 /// The engine's rule registry.

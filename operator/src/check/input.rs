@@ -38,19 +38,42 @@ impl std::fmt::Display for InputProblem {
     }
 }
 
-/// What was read: the usable texts and the problems met on the way. Reading goes on after a
+/// What reading found: each usable text is handed to the sink as soon as it is read (so that a
+/// 100k-object tree is never in memory all at once), problems are kept. Reading goes on after a
 /// problem so that one bad file is reported together with every other one.
-#[derive(Debug, Default)]
-pub struct Gathered {
-    /// Texts to parse, in a stable order (arguments in order, directory entries sorted).
-    pub sources: Vec<Source>,
+pub struct Gathered<'a> {
+    /// Receives each text, in a stable order (arguments in order, directory entries sorted).
+    sink: &'a mut dyn FnMut(Source),
+    /// How many texts the sink received.
+    pub sources: usize,
     /// Unreadable paths, non-UTF-8 files.
     pub problems: Vec<InputProblem>,
 }
 
-/// Reads every path; `-` is standard input (read once, however often it is named).
-pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read) -> Gathered {
-    let mut gathered = Gathered::default();
+impl<'a> Gathered<'a> {
+    /// Nothing read yet.
+    pub fn new(sink: &'a mut dyn FnMut(Source)) -> Self {
+        Gathered {
+            sink,
+            sources: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, source: Source) {
+        self.sources += 1;
+        (self.sink)(source);
+    }
+}
+
+/// Reads every path, handing each text to `sink`; `-` is standard input (read once, however
+/// often it is named). Returns how many texts were read and the problems met.
+pub fn gather(
+    paths: &[PathBuf],
+    stdin: &mut dyn Read,
+    sink: &mut dyn FnMut(Source),
+) -> (usize, Vec<InputProblem>) {
+    let mut gathered = Gathered::new(sink);
     let mut stdin_read = false;
     // Directory loops through symlinks would otherwise never end; canonical paths detect them.
     let mut visited_dirs = HashSet::new();
@@ -71,11 +94,11 @@ pub fn gather(paths: &[PathBuf], stdin: &mut dyn Read) -> Gathered {
             }),
         }
     }
-    gathered
+    (gathered.sources, gathered.problems)
 }
 
 /// Reads standard input whole.
-pub fn read_stdin(stdin: &mut dyn Read, gathered: &mut Gathered) {
+fn read_stdin(stdin: &mut dyn Read, gathered: &mut Gathered) {
     let mut bytes = Vec::new();
     match stdin.read_to_end(&mut bytes) {
         Ok(_) => push_bytes(STDIN_NAME.to_string(), bytes, gathered),
@@ -140,7 +163,7 @@ fn push_bytes(name: String, bytes: Vec<u8>, gathered: &mut Gathered) {
             if text.starts_with('\u{feff}') {
                 text.drain(..'\u{feff}'.len_utf8());
             }
-            gathered.sources.push(Source { name, text });
+            gathered.push(Source { name, text });
         }
         Err(err) => {
             let offset = err.utf8_error().valid_up_to();
@@ -207,6 +230,14 @@ fn io_reason(err: &std::io::Error) -> String {
 mod tests {
     use super::*;
 
+    /// Everything `gather` reads, collected.
+    fn collect(paths: &[PathBuf], stdin: &mut dyn Read) -> (Vec<Source>, Vec<InputProblem>) {
+        let mut sources = Vec::new();
+        let (count, problems) = gather(paths, stdin, &mut |source| sources.push(source));
+        assert_eq!(count, sources.len());
+        (sources, problems)
+    }
+
     #[test]
     fn a_directory_is_walked_recursively_in_sorted_order_and_only_manifest_extensions_are_read() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -219,11 +250,11 @@ mod tests {
         fs::write(root.join("notes.txt"), "not a manifest").expect("write");
         fs::write(root.join(".git/config.yaml"), "hidden").expect("write");
 
-        let gathered = gather(&[root.to_path_buf()], &mut std::io::empty());
+        let (sources, problems) = collect(&[root.to_path_buf()], &mut std::io::empty());
 
-        let texts: Vec<&str> = gathered.sources.iter().map(|s| s.text.as_str()).collect();
+        let texts: Vec<&str> = sources.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(texts, ["a", "z", "c"]);
-        assert!(gathered.problems.is_empty());
+        assert!(problems.is_empty());
     }
 
     #[test]
@@ -231,20 +262,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("manifest.txt");
         fs::write(&file, "kind: X").expect("write");
-        let gathered = gather(&[file], &mut std::io::empty());
-        assert_eq!(gathered.sources.len(), 1);
-        assert_eq!(gathered.sources[0].text, "kind: X");
+        let (sources, _) = collect(&[file], &mut std::io::empty());
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].text, "kind: X");
     }
 
     #[test]
     fn a_missing_path_is_a_problem_named_after_the_path() {
-        let gathered = gather(
+        let (sources, problems) = collect(
             &[PathBuf::from("/nonexistent/mesh.yaml")],
             &mut std::io::empty(),
         );
-        assert!(gathered.sources.is_empty());
+        assert!(sources.is_empty());
         assert_eq!(
-            gathered.problems,
+            problems,
             [InputProblem {
                 name: "/nonexistent/mesh.yaml".to_string(),
                 message: "cannot read: no such file or directory".to_string()
@@ -254,7 +285,8 @@ mod tests {
 
     #[test]
     fn non_utf8_bytes_are_a_problem_with_their_line_and_column() {
-        let mut gathered = Gathered::default();
+        let mut sink = |_: Source| {};
+        let mut gathered = Gathered::new(&mut sink);
         push_bytes(
             "f.yaml".to_string(),
             b"a: 1\nbb: \xff\xfe".to_vec(),
@@ -265,21 +297,23 @@ mod tests {
 
     #[test]
     fn a_byte_order_mark_is_dropped() {
-        let mut gathered = Gathered::default();
+        let mut texts = Vec::new();
+        let mut sink = |source: Source| texts.push(source.text);
+        let mut gathered = Gathered::new(&mut sink);
         push_bytes(
             "f.json".to_string(),
             "\u{feff}{}".as_bytes().to_vec(),
             &mut gathered,
         );
-        assert_eq!(gathered.sources[0].text, "{}");
+        assert_eq!(texts, ["{}"]);
     }
 
     #[test]
     fn stdin_is_read_once_even_when_named_twice() {
         let mut stdin = std::io::Cursor::new(b"kind: List".to_vec());
-        let gathered = gather(&[PathBuf::from("-"), PathBuf::from("-")], &mut stdin);
-        assert_eq!(gathered.sources.len(), 1);
-        assert_eq!(gathered.sources[0].name, STDIN_NAME);
+        let (sources, _) = collect(&[PathBuf::from("-"), PathBuf::from("-")], &mut stdin);
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].name, STDIN_NAME);
     }
 
     #[cfg(unix)]
@@ -288,7 +322,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         fs::write(dir.path().join("a.yaml"), "a").expect("write");
         std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).expect("symlink");
-        let gathered = gather(&[dir.path().to_path_buf()], &mut std::io::empty());
-        assert_eq!(gathered.sources.len(), 1);
+        let (sources, _) = collect(&[dir.path().to_path_buf()], &mut std::io::empty());
+        assert_eq!(sources.len(), 1);
     }
 }
