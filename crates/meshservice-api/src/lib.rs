@@ -77,6 +77,10 @@ const TARGET_PORT_NAME_RULE: &str = r"!has(self.targetPort) || self.targetPort !
 /// CEL: a numeric targetPort is a port number.
 const TARGET_PORT_RANGE_RULE: &str = "!has(self.targetPort) || self.targetPort == string(self.targetPort) || (int(string(self.targetPort)) >= 1 && int(string(self.targetPort)) <= 65535)";
 
+/// CEL: a managed Gateway terminates HTTPS, so it needs the certificate's Secret; Istio rejects a
+/// `SIMPLE` TLS server without one, which would take the whole shared Gateway down.
+const MANAGED_HTTPS_CREDENTIAL_RULE: &str = "!has(self.gateway) || !has(self.gateway.managed) || !self.gateway.managed || !self.ports.exists(p, has(p.protocol) && p.protocol == 'HTTPS') || has(self.gateway.tls)";
+
 /// Messages of the CEL rules, exactly as the apiserver reports them; tests assert on them.
 pub mod messages {
     /// `spec.serviceName` changed after creation.
@@ -102,6 +106,8 @@ pub mod messages {
     pub const UNIQUE_EXPORT_TO: &str = "exportTo entries must be unique";
     /// A named targetPort that is not an IANA service name.
     pub const TARGET_PORT_NAME: &str = "a named targetPort must be an IANA service name: at most 15 lower-case letters, digits and '-', with a letter";
+    /// A managed gateway asked to serve HTTPS without a certificate.
+    pub const MANAGED_HTTPS_CREDENTIAL: &str = "an HTTPS port on a managed gateway needs gateway.tls.credentialName: the Gateway cannot terminate TLS without a certificate";
     /// A numeric targetPort out of range.
     pub const TARGET_PORT_RANGE: &str = "a numeric targetPort must be between 1 and 65535";
 }
@@ -119,20 +125,13 @@ pub mod messages {
     category = "istio-integrity",
     cel,
     doc = "A MeshService declares one Kubernetes Service and the Istio routing that exposes it; the operator creates and keeps the Service, the VirtualService and, when managed, the shared Gateway.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(name = "Hosts", type_ = "string", json_path = ".spec.hosts"),
-    printcolumn(name = "Gateway", type_ = "string", json_path = ".spec.gateway.name"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gateway.name"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(MANAGED_HTTPS_CREDENTIAL_RULE).message(messages::MANAGED_HTTPS_CREDENTIAL))]
 pub struct MeshServiceSpec {
     /// Name of the Kubernetes Service the operator creates in this namespace (a DNS-1035 label).
     /// Immutable: renaming would orphan the traffic of the old name.

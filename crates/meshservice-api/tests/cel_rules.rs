@@ -236,3 +236,22 @@ fn service_name_is_immutable() {
         "other fields stay mutable"
     );
 }
+
+#[test]
+fn https_on_a_managed_gateway_needs_a_credential() {
+    let managed = json!({"name": "public", "namespace": "istio-system", "managed": true});
+    let mut spec = seed_spec();
+    spec["gateway"] = managed.clone();
+    spec["ports"] = json!([{"port": 443, "protocol": "HTTPS", "targetPort": 8080}]);
+    assert_rejected_with(
+        &meshservice(spec.clone()),
+        messages::MANAGED_HTTPS_CREDENTIAL,
+    );
+
+    spec["gateway"]["tls"] = json!({"credentialName": "shop-cert"});
+    assert_accepted(&meshservice(spec.clone()));
+
+    // an unmanaged gateway brings its own TLS configuration
+    spec["gateway"] = json!({"name": "public", "namespace": "istio-system"});
+    assert_accepted(&meshservice(spec));
+}
