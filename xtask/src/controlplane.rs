@@ -7,16 +7,13 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Kubernetes version built (k8s.io/kubernetes; staging modules at the matching v0.x).
-pub const KUBERNETES_VERSION: &str = "v1.35.4";
-/// etcd version built (go.etcd.io/etcd/server/v3).
-pub const ETCD_VERSION: &str = "v3.6.13";
-/// istio.io/api version whose CRDs are installed.
-pub const ISTIO_API_VERSION: &str = "v1.32.0";
+// The pinned versions and the directory layout live in the e2e harness, which looks for the binaries
+// where this builds them; sharing them keeps the two from drifting.
+pub use test_controlplane::versions::{
+    DIR_ENV, ETCD_VERSION, ISTIO_API_VERSION, ISTIO_CRDS_FILE, KUBERNETES_VERSION,
+};
 /// Oldest Go that builds Kubernetes 1.35.
 const MIN_GO: (u32, u32) = (1, 25);
-/// Environment variable through which tests find the control plane directory.
-pub const DIR_ENV: &str = "IIO_CONTROLPLANE_DIR";
 
 /// The binaries the harness runs, with the Go package each is built from.
 const BINARIES: [(&str, &str); 4] = [
@@ -29,14 +26,9 @@ const BINARIES: [(&str, &str); 4] = [
     ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
 ];
 
-/// File name of Istio's CRDs next to the binaries.
-pub const ISTIO_CRDS_FILE: &str = "istio-crds.yaml";
-
 /// `target/controlplane/<versions>/`, holding `bin/` and the Istio CRDs.
 pub fn dir(root: &Path) -> PathBuf {
-    root.join("target").join("controlplane").join(format!(
-        "k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_istio-{ISTIO_API_VERSION}"
-    ))
+    test_controlplane::versions::default_dir(root)
 }
 
 /// Builds what is missing and returns the control plane directory.

@@ -2,6 +2,7 @@
 
 mod controlplane;
 mod crd;
+mod dev;
 mod installer;
 mod rbac;
 
@@ -46,6 +47,8 @@ enum Task {
         #[arg(long, default_value = installer::DEFAULT_OUT)]
         out: PathBuf,
     },
+    /// Start a real control plane (etcd, kube-apiserver, kube-controller-manager, CRDs installed), print `export KUBECONFIG=…`, run until Ctrl-C.
+    Dev,
     /// Run every check CI runs: fmt, clippy, CRD drift, control-plane build, all tests including e2e.
     Test,
 }
@@ -56,6 +59,7 @@ fn main() -> Result<()> {
         Task::Controlplane => controlplane::build(&workspace_root()).map(|dir| {
             println!("control plane ready in {}", dir.display());
         }),
+        Task::Dev => dev::run(&workspace_root()),
         Task::Manifests { check } => rbac::run(&workspace_root(), check),
         Task::Installer { image, out } => installer::run(&workspace_root(), &image, &out),
         Task::Test => test(&workspace_root()),

@@ -11,7 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 #[derive(Debug, thiserror::Error)]
 pub enum CrdFileError {
     /// The file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -20,7 +20,7 @@ pub enum CrdFileError {
     #[error("{path} is not valid YAML: {message}")]
     Yaml { path: PathBuf, message: String },
     /// A document of kind CustomResourceDefinition does not have the CRD's shape.
-    #[error("document {index} of {path} is not a valid CustomResourceDefinition: {source}")]
+    #[error("document {index} of {path} is not a valid CustomResourceDefinition")]
     Shape {
         path: PathBuf,
         index: usize,
@@ -128,11 +128,11 @@ fn established(crd: &CustomResourceDefinition) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     /// The apiserver refused a CRD (e.g. an invalid schema or a CEL rule over the cost budget).
-    #[error("the apiserver refused CRD {name}: {source}")]
+    #[error("the apiserver refused CRD {name}")]
     Apply { name: String, source: kube::Error },
     /// Listing CRDs failed.
-    #[error("listing CRDs: {0}")]
-    List(kube::Error),
+    #[error("listing CRDs")]
+    List(#[source] kube::Error),
     /// Some CRDs never became Established.
     #[error("CRDs not Established after {timeout:?}: {pending:?}")]
     NotEstablished {

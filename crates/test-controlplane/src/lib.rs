@@ -1,6 +1,7 @@
 //! The e2e test harness: starts a real etcd, kube-apiserver and kube-controller-manager (built by
 //! `cargo xtask controlplane` from the upstream Go modules) on loopback, installs our CRDs and Istio's,
-//! and hands tests an admin `kube::Client`; nothing of the Kubernetes API is mocked.
+//! creates the `istio-system` namespace as an Istio install would, and hands tests an admin
+//! `kube::Client`; nothing of the Kubernetes API is mocked.
 //!
 //! One control plane is shared by all tests of a test binary ([`shared`]); each test works in its own
 //! namespace ([`ControlPlane::namespace`]) and builds its own clients, because a `kube::Client` is
@@ -48,6 +49,8 @@ pub use versions::DIR_ENV;
 pub const KEEP_ENV: &str = "IIO_KEEP_CONTROLPLANE";
 /// Prefix of the temporary directories; followed by the owning process id.
 const TMP_PREFIX: &str = "iio-controlplane-";
+/// The namespace an Istio install creates; it exists from the start, as Istio's CRDs do.
+pub const ISTIO_SYSTEM: &str = "istio-system";
 /// The range Service cluster IPs are allocated from.
 pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
 /// Issuer of the service-account tokens the apiserver signs.
@@ -71,10 +74,10 @@ pub enum Error {
     #[error(transparent)]
     CrdFile(#[from] CrdFileError),
     /// Generating the CA, certificates or keys failed.
-    #[error("generating certificates: {0}")]
+    #[error("generating certificates")]
     Certificates(#[from] rcgen::Error),
     /// A file or process operation failed.
-    #[error("{what}: {source} (control plane logs: {})", logs.display())]
+    #[error("{what} (control plane logs: {})", logs.display())]
     Io {
         what: String,
         logs: PathBuf,
@@ -98,20 +101,20 @@ pub enum Error {
         logs: PathBuf,
     },
     /// An API call of the harness failed.
-    #[error("{what}: {source} (control plane logs: {})", logs.display())]
+    #[error("{what} (control plane logs: {})", logs.display())]
     Kube {
         what: String,
         logs: PathBuf,
         source: kube::Error,
     },
     /// The generated kubeconfig could not be loaded.
-    #[error("kubeconfig {}: {source}", path.display())]
+    #[error("loading the kubeconfig {}", path.display())]
     Kubeconfig {
         path: PathBuf,
         source: kube::config::KubeconfigError,
     },
     /// Our CRDs or Istio's were refused or never became Established.
-    #[error("installing CRDs: {source} (control plane logs: {})", logs.display())]
+    #[error("installing CRDs (control plane logs: {})", logs.display())]
     Crds { logs: PathBuf, source: InstallError },
     /// [`shared`] failed; the first failure is repeated to every test of the binary.
     #[error("the shared control plane of this test binary failed to start: {0}")]
@@ -282,9 +285,25 @@ async fn start_processes(
         logs: root.into(),
         source,
     })?;
-    crds::install(admin, crds, options.timeout)
+    crds::install(admin.clone(), crds, options.timeout)
         .await
         .map_err(|source| Error::Crds {
+            logs: root.into(),
+            source,
+        })?;
+    // An Istio install brings this namespace; shared Gateways and the examples live in it.
+    let istio_system = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ISTIO_SYSTEM.into()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(admin)
+        .create(&PostParams::default(), &istio_system)
+        .await
+        .map_err(|source| Error::Kube {
+            what: format!("creating namespace {ISTIO_SYSTEM}"),
             logs: root.into(),
             source,
         })?;
@@ -334,7 +353,7 @@ pub async fn shared() -> Result<&'static ControlPlane, Error> {
         .get_or_init(|| async {
             ControlPlane::start()
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| with_causes(&error))
         })
         .await;
     match started {
@@ -750,6 +769,18 @@ impl Drop for TestNamespace<'_> {
             );
         }
     }
+}
+
+/// `error: cause: cause …`, for the one message [`shared`] keeps and repeats.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        message.push_str(": ");
+        message.push_str(&next.to_string());
+        cause = next.source();
+    }
+    message
 }
 
 /// Removes temporary directories left by control planes whose process no longer exists (a test

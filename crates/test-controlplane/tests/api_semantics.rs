@@ -406,3 +406,35 @@ async fn grant_configmap_read(
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn istio_system_exists_as_after_an_istio_install_and_takes_a_gateway() -> Result<()> {
+    let cp = shared().await?;
+    let gateways: Api<DynamicObject> = Api::namespaced_with(
+        cp.client()?,
+        test_controlplane::ISTIO_SYSTEM,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "networking.istio.io",
+            "v1",
+            "Gateway",
+        )),
+    );
+    let gateway: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "public-gateway-proof"},
+        "spec": {
+            "selector": {"istio": "ingressgateway"},
+            "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*.example.com"]}],
+        },
+    }))?;
+
+    gateways.create(&PostParams::default(), &gateway).await?;
+
+    let read = gateways.get("public-gateway-proof").await?;
+    assert_eq!(
+        read.data["spec"]["servers"][0]["hosts"],
+        json!(["*.example.com"])
+    );
+    Ok(())
+}
