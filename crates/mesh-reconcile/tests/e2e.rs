@@ -19,7 +19,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
 use kube::{Client, ResourceExt};
 use mesh_reconcile::index::WatchedKind;
-use mesh_reconcile::{BackoffPolicy, Config};
+use mesh_reconcile::{BackoffPolicy, Config, LeaderElection};
 use meshservice_api::{MeshService, ownership};
 use serde_json::{Value, json};
 use test_controlplane::{ControlPlane, Options, shared};
@@ -82,6 +82,20 @@ impl Operator {
     }
 
     async fn start_with(client: Client, namespaces: &[&str], repair: bool) -> Result<Operator> {
+        let config = Config {
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            repair,
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+            },
+            identity: format!("e2e-{}", namespaces.first().copied().unwrap_or("all")),
+            ..Config::default()
+        };
+        Self::start_config(client, config).await
+    }
+
+    async fn start_config(client: Client, config: Config) -> Result<Operator> {
         // Operator logs with the test's output, filtered by RUST_LOG (default: warnings).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -93,16 +107,6 @@ impl Operator {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let admin = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = Config {
-            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
-            repair,
-            backoff: BackoffPolicy {
-                base: Duration::from_millis(200),
-                max: Duration::from_secs(5),
-            },
-            identity: format!("e2e-{}", namespaces.first().copied().unwrap_or("all")),
-            ..Config::default()
-        };
         let task = tokio::spawn(mesh_reconcile::run_until(
             client,
             config,
@@ -1136,6 +1140,142 @@ async fn metrics_and_report_answer_with_the_figures() -> Result<()> {
         "{metrics}"
     );
     assert_eq!(metric(&metrics, "mesh_leader"), Some(1.0), "{metrics}");
+
+    operator.stop().await
+}
+
+/// Whether the operator's `mesh_leader` gauge says it leads.
+async fn leads(operator: &Operator) -> Result<bool> {
+    Ok(metric(&operator.get("/metrics").await?.1, "mesh_leader") == Some(1.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_stops() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("leader").await?;
+    let replica = |identity: &str| Config {
+        namespaces: vec![team.name().to_string()],
+        leader_election: Some(LeaderElection {
+            namespace: team.name().to_string(),
+            lease_name: "iio-e2e".into(),
+            lease_duration_seconds: 4,
+            renew_grace_seconds: 1,
+        }),
+        identity: identity.to_string(),
+        ..Config::default()
+    };
+    let one = Operator::start_config(client.clone(), replica("one")).await?;
+    let two = Operator::start_config(client.clone(), replica("two")).await?;
+    let (leader, standby, leader_name, standby_name) = eventually("one replica leads", || async {
+        Ok(match (leads(&one).await?, leads(&two).await?) {
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            _ => None,
+        })
+    })
+    .await
+    .map(|one_leads| {
+        if one_leads {
+            (one, two, "one", "two")
+        } else {
+            (two, one, "two", "one")
+        }
+    })?;
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), team.name());
+    let lease = leases.get("iio-e2e").await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(leader_name)
+    );
+
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec =
+        json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", spec)?,
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+    let applied = events_with_reason(&client, team.name(), "Applied").await?;
+    assert!(!applied.is_empty());
+    assert!(
+        applied
+            .iter()
+            .all(|e| e.reporting_instance.as_deref() == Some(leader_name)),
+        "only the leader published Events"
+    );
+    assert!(!leads(&standby).await?, "the standby does not lead");
+
+    // The leader stops (and releases the Lease); the standby takes over and reconciles.
+    leader.stop().await?;
+    eventually("the standby leads", || async {
+        Ok(leads(&standby).await?.then_some(()))
+    })
+    .await?;
+    let patch = json!({"spec": {"hosts": ["webapp.example.com", "www.example.com"]}});
+    api.patch(
+        "webapp-service",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    wait_ready(&api, "webapp-service").await?;
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team.name())
+        .get("webapp-service")
+        .await?;
+    assert_eq!(
+        strings(&vs.data["spec"]["hosts"]),
+        ["webapp.example.com", "www.example.com"]
+    );
+    let lease = leases.get("iio-e2e").await?;
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(standby_name)
+    );
+
+    standby.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_limits_which_meshservices_are_reconciled() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("selector").await?;
+    let config = Config {
+        namespaces: vec![team.name().to_string()],
+        selector: Some("team=a".into()),
+        identity: "e2e-selector".into(),
+        ..Config::default()
+    };
+    let operator = Operator::start_config(client.clone(), config).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let labelled = |name: &str, team: &str| -> Result<MeshService> {
+        let mut ms = meshservice(
+            name,
+            json!({"serviceName": name, "hosts": [format!("{name}.example.com")], "ports": [{"port": 80}]}),
+        )?;
+        ms.metadata.labels = Some(BTreeMap::from([("team".to_string(), team.to_string())]));
+        Ok(ms)
+    };
+    api.create(&PostParams::default(), &labelled("ours", "a")?)
+        .await?;
+    api.create(&PostParams::default(), &labelled("theirs", "b")?)
+        .await?;
+    wait_ready(&api, "ours").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let theirs = api.get("theirs").await?;
+    assert!(
+        theirs.status.is_none(),
+        "not reconciled: {:?}",
+        theirs.status
+    );
+    assert!(theirs.finalizers().is_empty());
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    assert!(services.get_opt("theirs").await?.is_none());
 
     operator.stop().await
 }
