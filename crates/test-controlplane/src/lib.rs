@@ -351,19 +351,23 @@ pub async fn shared() -> Result<&'static ControlPlane, Error> {
     // that fails the same way.
     let started = SHARED
         .get_or_init(|| async {
-            ControlPlane::start()
+            let control_plane = ControlPlane::start()
                 .await
-                .map_err(|error| with_causes(&error))
+                .map_err(|error| with_causes(&error))?;
+            // A static is never dropped: the exit hook removes the temporary directory.
+            process::register_dir(control_plane.dir());
+            eprintln!(
+                "shared control plane ready in {:.1} s at {}; logs in {}",
+                control_plane.startup_time().as_secs_f64(),
+                control_plane.apiserver_url(),
+                control_plane.dir().display()
+            );
+            Ok(control_plane)
         })
         .await;
-    match started {
-        Ok(control_plane) => {
-            // The temporary directory outlives every Drop; the exit hook removes it.
-            process::register_dir(control_plane.dir());
-            Ok(control_plane)
-        }
-        Err(message) => Err(Error::Shared(message.clone())),
-    }
+    started
+        .as_ref()
+        .map_err(|message| Error::Shared(message.clone()))
 }
 
 impl ControlPlane {
@@ -739,8 +743,9 @@ impl Drop for ControlPlane {
     }
 }
 
-/// A namespace for one test. When the test fails (panics) while it is alive, the tail of every
-/// control plane log is printed, which the test harness shows with the failure.
+/// A namespace for one test. When it is dropped, the tail of every control plane log is printed to
+/// the test's captured output, which libtest shows only when the test failed. (With
+/// `--nocapture` the tails are printed for every test.)
 pub struct TestNamespace<'a> {
     control_plane: &'a ControlPlane,
     name: String,
@@ -761,13 +766,14 @@ impl std::fmt::Display for TestNamespace<'_> {
 
 impl Drop for TestNamespace<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "test in namespace {} failed; control plane logs:\n{}",
-                self.name,
-                self.control_plane.log_tail(FAILURE_LOG_LINES)
-            );
-        }
+        // A test that returns `Err` does not panic, so Drop cannot tell whether it failed. libtest
+        // captures a test's output and shows it only when the test fails: printing always is how
+        // every failure, panic or `Err`, comes with the control plane's logs.
+        eprintln!(
+            "control plane logs at the end of the test in namespace {}:\n{}",
+            self.name,
+            self.control_plane.log_tail(FAILURE_LOG_LINES)
+        );
     }
 }
 
@@ -947,6 +953,9 @@ fn apiserver_args(root: &Path, files: &PkiFiles, etcd_client_port: u16, port: u1
         // namespace; kube-controller-manager still creates those accounts.
         "--disable-admission-plugins=ServiceAccount".into(),
         "--profiling=false".into(),
+        // The `kubernetes` Service's endpoints would be 127.0.0.1, which Endpoints validation
+        // refuses (loopback), and nothing in the tests dials it: no reconciler, no error every 10 s.
+        "--endpoint-reconciler-type=none".into(),
     ]
 }
 

@@ -13,7 +13,7 @@
 //! the next time a control plane starts.
 
 use std::fs::File;
-use std::io::{self, BufRead};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -230,12 +230,19 @@ fn register_atexit_hook() {
 
 /// The last `lines` lines of a log file, or a note why it cannot be read.
 pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    match File::open(path) {
-        Ok(file) => {
-            let all: Vec<String> = io::BufReader::new(file)
-                .lines()
-                .map_while(Result::ok)
-                .collect();
+    // Logs grow during a long test run; only their end is read.
+    const WINDOW: u64 = 64 * 1024;
+    let read_end = || -> io::Result<String> {
+        let mut file = File::open(path)?;
+        let length = file.metadata()?.len();
+        file.seek(SeekFrom::Start(length.saturating_sub(WINDOW)))?;
+        let mut end = Vec::new();
+        file.read_to_end(&mut end)?;
+        Ok(String::from_utf8_lossy(&end).into_owned())
+    };
+    match read_end() {
+        Ok(end) => {
+            let all: Vec<&str> = end.lines().collect();
             all[all.len().saturating_sub(lines)..].join("\n")
         }
         Err(error) => format!("(cannot read {}: {error})", path.display()),
