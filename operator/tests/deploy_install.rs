@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use kube::api::PostParams;
 use meshservice_api::MeshService;
 use test_controlplane::ControlPlane;
 
@@ -67,14 +68,31 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
     // refused: the namespaces come first, for real (as `kubectl apply` orders them itself).
     kubectl(
         cp,
-        &["apply", "--server-side", "-f", "deploy/namespace.yaml"],
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "deploy/namespace.yaml",
+        ],
     );
-    kubectl(cp, &["create", "namespace", "istio-system"]); // an Istio install provides it
+    // istio-system: an Istio install provides it (so may the harness, with Istio's CRDs).
+    let istio_system: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "istio-system"}})).unwrap();
+    match Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &istio_system)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+        Err(error) => panic!("creating istio-system: {error}"),
+    }
     kubectl(
         cp,
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "-f",
             "examples/istio/00-namespaces.yaml",
         ],
@@ -87,6 +105,7 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--dry-run=server",
             "-k",
             "deploy/",
@@ -103,6 +122,7 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--dry-run=server",
             "-k",
             "examples/",
@@ -126,6 +146,7 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--dry-run=server",
             "-f",
             bundle.to_str().unwrap(),
@@ -149,6 +170,7 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--dry-run=server",
             "-k",
             scratch.path().to_str().unwrap(),
@@ -169,7 +191,16 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
     );
 
     // The real install: `kubectl apply -k deploy/`, then the samples as they are.
-    kubectl(cp, &["apply", "--server-side", "-k", "deploy/"]);
+    kubectl(
+        cp,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-k",
+            "deploy/",
+        ],
+    );
     let deployment = deployments.get("istio-integrity-operator").await.unwrap();
     let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
     assert_eq!(

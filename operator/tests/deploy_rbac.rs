@@ -150,6 +150,12 @@ fn meshservice(ns: &str, name: &str, gateway: Value) -> MeshService {
     .unwrap()
 }
 
+/// The label the test operators select their MeshServices by.
+fn labelled(mut ms: MeshService, selector: &str) -> MeshService {
+    ms.metadata.labels = Some([("iio-test".to_string(), selector.to_string())].into());
+    ms
+}
+
 fn event(ns: &str, name: &str, regarding: &str) -> Event {
     serde_json::from_value(json!({
         "apiVersion": "events.k8s.io/v1", "kind": "Event",
@@ -782,14 +788,19 @@ async fn the_shipped_rbac_grants_nothing_else() {
 
 /// A kubeconfig for the shipped ServiceAccount: the control plane's server and CA, a TokenRequest
 /// token as the only credential.
-async fn service_account_kubeconfig(cp: &ControlPlane, dir: &Path) -> PathBuf {
+async fn service_account_kubeconfig(
+    cp: &ControlPlane,
+    dir: &Path,
+    namespace: &str,
+    account: &str,
+) -> PathBuf {
     let admin = cp.client().unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin, OPERATOR_NAMESPACE);
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
     let request: TokenRequest =
         serde_json::from_value(json!({"spec": {"expirationSeconds": 3600, "audiences": []}}))
             .unwrap();
     let issued = accounts
-        .create_token_request(OPERATOR_ACCOUNT, &PostParams::default(), &request)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
         .unwrap();
     let token = issued.status.unwrap().token;
@@ -807,7 +818,7 @@ async fn service_account_kubeconfig(cp: &ControlPlane, dir: &Path) -> PathBuf {
         "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator"}}],
         "current-context": "operator"
     });
-    let path = dir.join("operator.kubeconfig");
+    let path = dir.join(format!("{account}.kubeconfig"));
     std::fs::write(&path, serde_json::to_string(&kubeconfig).unwrap()).unwrap();
     path
 }
@@ -819,6 +830,40 @@ struct Operator {
 }
 
 impl Operator {
+    /// Starts `istio-integrity-operator run` with `kubeconfig` and `args`, reconciling only the
+    /// MeshServices labelled `iio-test=<selector>` (tests share the control plane), and waits for
+    /// its /readyz.
+    async fn start(dir: &Path, kubeconfig: &Path, selector: &str, args: &[&str]) -> Operator {
+        let port = free_port();
+        let log = dir.join(format!("operator-{selector}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_istio-integrity-operator"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["--selector", &format!("iio-test={selector}")])
+            .args([
+                "--log-format",
+                "json",
+                "--admin-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let operator = Operator { child, log };
+        eventually("the operator's /readyz", 60, || {
+            let ready = http_get(port, "/readyz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"));
+            async move { ready }
+        })
+        .await;
+        operator
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -840,6 +885,14 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "----- operator log (last 40 lines, newest first) -----\n{}",
+                tail.join("\n")
+            );
+        }
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -883,43 +936,24 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
     let ns = ns.name().to_string();
     let admin = cp.client().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = service_account_kubeconfig(cp, dir.path()).await;
-    let port = free_port();
-    let log = dir.path().join("operator.log");
+    let kubeconfig =
+        service_account_kubeconfig(cp, dir.path(), OPERATOR_NAMESPACE, OPERATOR_ACCOUNT).await;
     let lease_name = format!("{ns}-leader");
     let identity = format!("{ns}-replica");
-    let child = Command::new(env!("CARGO_BIN_EXE_istio-integrity-operator"))
-        .arg("run")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args([
+    let mut operator = Operator::start(
+        dir.path(),
+        &kubeconfig,
+        &ns,
+        &[
             "--leader-elect",
             "--leader-elect-namespace",
             OPERATOR_NAMESPACE,
             "--leader-elect-lease",
             &lease_name,
-        ])
-        .args([
             "--identity",
             &identity,
-            "--log-format",
-            "json",
-            "--admin-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut operator = Operator { child, log };
-
-    eventually("the operator's /readyz", 60, || {
-        let ready = http_get(port, "/readyz")
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"));
-        async move { ready }
-    })
+        ],
+    )
     .await;
 
     let leases: Api<Lease> = Api::namespaced(admin.clone(), OPERATOR_NAMESPACE);
@@ -939,7 +973,7 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
     meshservices
         .create(
             &PostParams::default(),
-            &meshservice(&ns, "web", gateway_ref),
+            &labelled(meshservice(&ns, "web", gateway_ref), &ns),
         )
         .await
         .unwrap();
@@ -947,22 +981,26 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
     let services: Api<Service> = Api::namespaced(admin.clone(), &ns);
     let virtual_services = istio_api(&admin, &ns, "VirtualService");
     let gateways = istio_api(&admin, &ns, "Gateway");
-    eventually(
-        "Service, VirtualService, managed Gateway and Ready=True",
-        60,
-        || async {
-            let ready = meshservices
-                .get_opt("web")
-                .await
-                .unwrap()
-                .is_some_and(|ms| condition(&ms, "Ready").as_deref() == Some("True"));
-            ready
-                && services.get_opt("web").await.unwrap().is_some()
-                && virtual_services.get_opt("web").await.unwrap().is_some()
-                && gateways.get_opt("shared-gw").await.unwrap().is_some()
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ms = meshservices.get_opt("web").await.unwrap();
+        let ready = ms
+            .as_ref()
+            .is_some_and(|ms| condition(ms, "Ready").as_deref() == Some("True"));
+        if ready
+            && services.get_opt("web").await.unwrap().is_some()
+            && virtual_services.get_opt("web").await.unwrap().is_some()
+            && gateways.get_opt("shared-gw").await.unwrap().is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for Service, VirtualService, managed Gateway and Ready=True; MeshService: {}",
+            serde_json::to_string(&ms).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let ms = meshservices.get("web").await.unwrap();
     assert!(
         ms.finalizers()
@@ -1012,5 +1050,54 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
     assert!(
         log.contains("leading"),
         "the operator led under --leader-elect:\n{log}"
+    );
+}
+
+/// The operator-level counterpart of `removing_one_verb_breaks_exactly_the_operation_that_needs_it`:
+/// the operator under the shipped ClusterRole minus `create` on VirtualServices still writes the
+/// Service, but its server-side apply of the new VirtualService is refused, and it says so in the
+/// MeshService's status instead of claiming Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_without_create_on_virtualservices_reports_the_refusal() {
+    let cp = test_controlplane::shared().await.unwrap();
+    let ns = cp.namespace("rbac-operator-minus-create").await.unwrap();
+    let ns = ns.name().to_string();
+    let admin = cp.client().unwrap();
+    let account = "operator-minus-vs-create";
+    account_with_shipped_roles(cp, &ns, account, Some(("virtualservices", "create"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(cp, dir.path(), &ns, account).await;
+    let mut operator = Operator::start(dir.path(), &kubeconfig, &ns, &[]).await;
+
+    let meshservices: Api<MeshService> = Api::namespaced(admin.clone(), &ns);
+    meshservices
+        .create(
+            &PostParams::default(),
+            &labelled(meshservice(&ns, "web", Value::Null), &ns),
+        )
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    eventually(
+        "the Service, and Ready=False on the MeshService",
+        60,
+        || async {
+            let not_ready = meshservices
+                .get_opt("web")
+                .await
+                .unwrap()
+                .is_some_and(|ms| condition(&ms, "Ready").as_deref() == Some("False"));
+            not_ready && services.get_opt("web").await.unwrap().is_some()
+        },
+    )
+    .await;
+    let virtual_services = istio_api(&admin, &ns, "VirtualService");
+    assert!(virtual_services.get_opt("web").await.unwrap().is_none());
+    operator.stop();
+    let log = operator.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("forbidden") && l.contains("virtualservices")),
+        "the refused apply is logged:\n{log}"
     );
 }
