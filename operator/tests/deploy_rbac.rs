@@ -1101,3 +1101,110 @@ async fn the_operator_without_create_on_virtualservices_reports_the_refusal() {
         "the refused apply is logged:\n{log}"
     );
 }
+
+/// `--namespace` mode under deploy/namespaced/rbac.yaml (the Component's RBAC), moved to a test
+/// namespace: the Role in the watched namespace, and the Namespace object readable by name only
+/// (`resourceNames`), which is enough for the operator's `metadata.name=` field-selector watch.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_reconciles_in_namespace_mode_under_the_namespaced_roles() {
+    let cp = test_controlplane::shared().await.unwrap();
+    let ns = cp.namespace("rbac-operator-namespaced").await.unwrap();
+    let ns = ns.name().to_string();
+    let admin = cp.client().unwrap();
+    let account = "operator-namespaced";
+    let docs: Vec<Value> = serde_saphyr::from_str_multiple(
+        &std::fs::read_to_string(root().join("deploy/namespaced/rbac.yaml")).unwrap(),
+    )
+    .unwrap();
+    let subjects = json!([{"kind": "ServiceAccount", "name": account, "namespace": ns}]);
+    for mut doc in docs {
+        let kind = doc["kind"].as_str().unwrap().to_string();
+        // Unique names (the control plane is shared), this test's namespace and account.
+        let name = format!("{ns}-{}", doc["metadata"]["name"].as_str().unwrap());
+        doc["metadata"]["name"] = name.clone().into();
+        if kind.starts_with("Cluster") {
+            if kind == "ClusterRole" {
+                for rule in doc["rules"].as_array_mut().unwrap() {
+                    assert_eq!(rule["resourceNames"], json!(["default"]));
+                    rule["resourceNames"] = json!([ns]);
+                }
+            }
+        } else {
+            doc["metadata"]["namespace"] = ns.clone().into();
+        }
+        if kind.ends_with("Binding") {
+            doc["roleRef"]["name"] =
+                format!("{ns}-{}", doc["roleRef"]["name"].as_str().unwrap()).into();
+            doc["subjects"] = subjects.clone();
+        }
+        match kind.as_str() {
+            "Role" => Api::<Role>::namespaced(admin.clone(), &ns)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(doc).unwrap(),
+                )
+                .await
+                .map(drop),
+            "RoleBinding" => Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(doc).unwrap(),
+                )
+                .await
+                .map(drop),
+            "ClusterRole" => Api::<ClusterRole>::all(admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(doc).unwrap(),
+                )
+                .await
+                .map(drop),
+            "ClusterRoleBinding" => Api::<ClusterRoleBinding>::all(admin.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(doc).unwrap(),
+                )
+                .await
+                .map(drop),
+            other => panic!("unexpected {other} in deploy/namespaced/rbac.yaml"),
+        }
+        .unwrap();
+    }
+    cp.service_account_client(&ns, account).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(cp, dir.path(), &ns, account).await;
+    let mut operator = Operator::start(dir.path(), &kubeconfig, &ns, &["--namespace", &ns]).await;
+
+    let meshservices: Api<MeshService> = Api::namespaced(admin.clone(), &ns);
+    meshservices
+        .create(
+            &PostParams::default(),
+            &labelled(meshservice(&ns, "web", Value::Null), &ns),
+        )
+        .await
+        .unwrap();
+    let services: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let virtual_services = istio_api(&admin, &ns, "VirtualService");
+    eventually("Service, VirtualService and Ready=True", 60, || async {
+        let ready = meshservices
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_some_and(|ms| condition(&ms, "Ready").as_deref() == Some("True"));
+        ready
+            && services.get_opt("web").await.unwrap().is_some()
+            && virtual_services.get_opt("web").await.unwrap().is_some()
+    })
+    .await;
+    operator.stop();
+    let log = operator.log();
+    let denied: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("forbidden") || l.contains("Forbidden"))
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "the operator was refused something under the namespaced RBAC:\n{}",
+        denied.join("\n")
+    );
+}
