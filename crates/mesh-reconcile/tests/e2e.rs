@@ -457,6 +457,25 @@ async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gat
         "an Applied Event"
     );
 
+    // Steady state: what the apiserver defaults or prunes is never mistaken for drift.
+    api.patch(
+        "webapp-service",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, metrics) = operator.get("/metrics").await?;
+    assert!(!metrics.contains("mesh_drift_detected_total{"), "{metrics}");
+    assert!(
+        metric(
+            &metrics,
+            r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#
+        )
+        .is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+
     operator.stop().await
 }
 
