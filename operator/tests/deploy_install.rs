@@ -12,9 +12,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
 use meshservice_api::MeshService;
@@ -202,11 +203,42 @@ async fn deploy_examples_and_bundle_pass_dry_run_then_install_and_uninstall() {
         ],
     );
     let deployment = deployments.get("istio-integrity-operator").await.unwrap();
-    let container = &deployment.spec.unwrap().template.spec.unwrap().containers[0];
+    let pod_spec = deployment.spec.unwrap().template.spec.unwrap();
     assert_eq!(
-        container.image.as_deref(),
+        pod_spec.containers[0].image.as_deref(),
         Some(installer::IMAGE_PLACEHOLDER)
     );
+    // The pod the Deployment asks for passes Pod Security "restricted", which its namespace
+    // enforces (the test control plane runs no kubelet, so a server-side dry-run create of the
+    // Deployment's pod stands in for the ReplicaSet's); a pod that may escalate privileges is
+    // refused there, so the enforcement is real.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "istio-integrity-system");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let mut pod = Pod {
+        metadata: ObjectMeta {
+            name: Some("operator-pod".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(pod_spec),
+        ..Pod::default()
+    };
+    pods.create(&dry_run, &pod).await.unwrap();
+    let container = &mut pod.spec.as_mut().unwrap().containers[0];
+    container
+        .security_context
+        .as_mut()
+        .unwrap()
+        .allow_privilege_escalation = None;
+    match pods.create(&dry_run, &pod).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.is_forbidden(), "{status:?}");
+            assert!(status.message.contains("restricted"), "{}", status.message);
+        }
+        other => panic!("a pod that may escalate privileges must be refused, got {other:?}"),
+    }
     let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
     assert!(
         cluster_roles
