@@ -32,7 +32,7 @@ enum Task {
     },
     /// Build kube-apiserver, kube-controller-manager, kubectl and etcd from Go modules and fetch Istio's CRDs (cached).
     Controlplane,
-    /// Write the generated parts of deploy/ (RBAC for kustomize and the Helm chart, the chart's CRD copy, the README RBAC table) from xtask/src/rbac.rs (--check: fail with a diff when stale).
+    /// Write the generated parts of deploy/ (RBAC for kustomize and the Helm chart, the README RBAC table) from xtask/src/rbac.rs (--check: fail with a diff when stale).
     Manifests {
         /// Compare instead of writing; exit non-zero and print the diff when stale.
         #[arg(long)]
