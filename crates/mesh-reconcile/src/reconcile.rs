@@ -348,17 +348,29 @@ async fn ensure(ctx: &Context, child: &Child, owner: &Owner<'_>) -> Result<Child
         }
     }
 
-    api.patch(
-        &child.name,
-        &PatchParams::apply(ownership::FIELD_MANAGER).force(),
-        &Patch::Apply(&child.desired),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        object: id.clone(),
-        source,
-    })?;
+    let written = api
+        .patch(
+            &child.name,
+            &PatchParams::apply(ownership::FIELD_MANAGER).force(),
+            &Patch::Apply(&child.desired),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            object: id.clone(),
+            source,
+        })?;
     ctx.remember_applied(&id, desired_hash);
+    // Tell the index now rather than when the watch event arrives, so the conditions computed
+    // at the end of this reconcile already see what it wrote (a host just added to a managed
+    // Gateway is served, not "HostNotServed" until the next round).
+    if let Some(kind) = watched_kind(&child.resource) {
+        match crate::index::object_value(kind, written) {
+            Ok(value) => {
+                ctx.index.apply(kind, value);
+            }
+            Err(error) => debug!(object = id, %error, "written object not serialisable"),
+        }
+    }
     match drift {
         Some(what) => {
             ctx.metrics.drift_repaired(&child.resource.kind);
@@ -389,6 +401,12 @@ async fn remove_if_owned(ctx: &Context, child: &Child, owner: &Owner<'_>) -> Res
     }
 }
 
+fn watched_kind(resource: &ApiResource) -> Option<WatchedKind> {
+    WatchedKind::ALL
+        .into_iter()
+        .find(|kind| kind.api_resource() == *resource)
+}
+
 fn service_resource() -> ApiResource {
     WatchedKind::Service.api_resource()
 }
@@ -407,14 +425,21 @@ struct Progress {
     resources: Vec<ManagedResource>,
     findings: Vec<MeshFinding>,
     repaired: Vec<String>,
+    /// Whether anything was written (then the engine's findings are read again at the end).
+    wrote: bool,
     error: Option<Error>,
 }
 
 impl Progress {
     fn record(&mut self, child: &Child, result: Result<ChildOutcome>, conflict_code: &str) {
         let state = match result {
-            Ok(ChildOutcome::Unchanged) | Ok(ChildOutcome::Applied) => state::APPLIED,
+            Ok(ChildOutcome::Unchanged) => state::APPLIED,
+            Ok(ChildOutcome::Applied) => {
+                self.wrote = true;
+                state::APPLIED
+            }
             Ok(ChildOutcome::Repaired(what)) => {
+                self.wrote = true;
                 self.repaired.push(what);
                 state::DRIFT_REPAIRED
             }
@@ -513,12 +538,13 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
     let mut progress = Progress {
         outcome: ApplyOutcome::Applied,
         resources: Vec::new(),
-        findings: engine_findings,
+        findings: Vec::new(),
         repaired: Vec::new(),
+        wrote: false,
         error: None,
     };
 
-    if has_name_conflict(&progress.findings) {
+    if has_name_conflict(&engine_findings) {
         // A name is taken by someone else's object: write nothing. The VirtualService would
         // route to a Service we do not control, and the Service would be someone else's.
         progress.outcome = ApplyOutcome::Withheld;
@@ -602,6 +628,14 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
         .await;
     }
 
+    // What this reconcile wrote is in the index already; judge the result, not the starting point.
+    let mut findings = if progress.wrote {
+        ctx.index.findings_for_meshservice(&namespace, &name)?
+    } else {
+        engine_findings
+    };
+    findings.append(&mut progress.findings);
+    progress.findings = findings;
     let desired = status::conditions(&progress.findings, &progress.outcome);
     publish_transitions(&ctx, &meshservice, &desired, &progress.resources).await;
     let new_status = status::build_status(

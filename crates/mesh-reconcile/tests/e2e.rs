@@ -549,6 +549,15 @@ async fn changing_hosts_and_ports_updates_the_virtual_service_and_the_shared_gat
         (8080, json!(9090))
     );
 
+    // The new host was served by the Gateway written in the same reconcile: no flapping through
+    // ResolvedRefs=False on the way.
+    assert!(
+        events_with_reason(&client, team.name(), "HostNotServed")
+            .await?
+            .is_empty(),
+        "no HostNotServed Event"
+    );
+
     operator.stop().await
 }
 
