@@ -68,6 +68,8 @@ pub enum Touched<'a> {
         name: &'a str,
         /// MeshServices named in its contributors annotation.
         contributors: Vec<MeshKey>,
+        /// The hosts its servers serve (without the `namespace/` prefix), before and after.
+        hosts: Vec<String>,
     },
     /// A core Service; `owner` from its owner annotation.
     Service {
@@ -142,6 +144,17 @@ impl Interests {
             .unwrap_or_default()
     }
 
+    /// Records the hosts a Gateway serves (empty: deleted); returns the hosts it served.
+    pub fn set_gateway_hosts(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        hosts: &[String],
+    ) -> Vec<String> {
+        // Same memo as VirtualServices, under a namespace no Kubernetes namespace can have.
+        self.set_virtual_service_hosts(&format!("Gateway:{namespace}"), name, hosts)
+    }
+
     /// Every known MeshService.
     pub fn all(&self) -> impl Iterator<Item = &MeshKey> {
         self.meshservices.keys()
@@ -172,7 +185,10 @@ impl Interests {
                 namespace,
                 name,
                 contributors,
+                hosts,
             } => {
+                // An unmanaged Gateway serving a host on the same workload competes for it.
+                out.extend(claiming_any(hosts));
                 out.extend(
                     self.meshservices
                         .iter()
@@ -283,10 +299,25 @@ mod tests {
             namespace: "istio-system",
             name: "public",
             contributors: vec![key("c", "api")],
+            hosts: vec![],
         };
         assert_eq!(
             interests().affected(&touched),
             BTreeSet::from([key("a", "web"), key("c", "api")])
+        );
+    }
+
+    #[test]
+    fn a_gateway_event_requeues_the_meshservices_claiming_a_host_it_serves() {
+        let touched = Touched::Gateway {
+            namespace: "elsewhere",
+            name: "legacy",
+            contributors: vec![],
+            hosts: hosts(&["eu.shop.example.com"]),
+        };
+        assert_eq!(
+            interests().affected(&touched),
+            BTreeSet::from([key("b", "shop")])
         );
     }
 

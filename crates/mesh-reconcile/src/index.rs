@@ -243,11 +243,19 @@ impl LiveIndex {
                     hosts: all,
                 })
             }
-            WatchedKind::Gateway => Some(TouchedOwned::Gateway {
-                contributors: contributors(value),
-                namespace,
-                name,
-            }),
+            WatchedKind::Gateway => {
+                let served = gateway_hosts(value);
+                let mut hosts = inner
+                    .interests
+                    .set_gateway_hosts(&namespace, &name, &served);
+                hosts.extend(served);
+                Some(TouchedOwned::Gateway {
+                    contributors: contributors(value),
+                    namespace,
+                    name,
+                    hosts,
+                })
+            }
             WatchedKind::Service => Some(TouchedOwned::Service {
                 owner: annotation(value, ownership::OWNER_ANNOTATION).and_then(parse_owner_key),
                 namespace,
@@ -352,6 +360,7 @@ impl LiveIndex {
             }
             WatchedKind::Gateway => Some(TouchedOwned::Gateway {
                 contributors: contributors(value),
+                hosts: inner.interests.set_gateway_hosts(namespace, name, &[]),
                 namespace: namespace.into(),
                 name: name.into(),
             }),
@@ -483,6 +492,25 @@ impl LiveIndex {
     }
 }
 
+/// The hosts a Gateway's servers serve, without their `namespace/` prefix.
+fn gateway_hosts(value: &Value) -> Vec<String> {
+    let mut hosts: Vec<String> = value
+        .get("spec")
+        .and_then(|s| s.get("servers"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|server| string_list(server.get("hosts")))
+        .map(|host| match host.split_once('/') {
+            Some((_, host)) => host.to_string(),
+            None => host,
+        })
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
+}
+
 fn contributors(value: &Value) -> Vec<MeshKey> {
     annotation(value, ownership::CONTRIBUTORS_ANNOTATION)
         .map(|list| list.split(',').filter_map(parse_owner_key).collect())
@@ -522,6 +550,7 @@ enum TouchedOwned {
         namespace: String,
         name: String,
         contributors: Vec<MeshKey>,
+        hosts: Vec<String>,
     },
     Service {
         namespace: String,
@@ -550,10 +579,12 @@ impl TouchedOwned {
                 namespace,
                 name,
                 contributors,
+                hosts,
             } => Touched::Gateway {
                 namespace,
                 name,
                 contributors: contributors.clone(),
+                hosts: hosts.clone(),
             },
             TouchedOwned::Service {
                 namespace,
