@@ -458,6 +458,12 @@ impl LiveIndex {
     /// The full consistency report as JSON, the shape `check --format json` prints. Updates the
     /// findings and check-duration metrics on the way.
     pub fn report(&self) -> Result<Value, mesh_integrity::Error> {
+        let report = self.check()?;
+        Ok(serde_json::to_value(&report)?)
+    }
+
+    /// Runs the engine's full check and updates the findings and check-duration metrics.
+    fn check(&self) -> Result<mesh_integrity::Report, mesh_integrity::Error> {
         let started = Instant::now();
         let report = {
             let mut inner = self.lock();
@@ -472,7 +478,7 @@ impl LiveIndex {
                 .or_default() += 1;
         }
         self.metrics.set_findings(counts);
-        Ok(serde_json::to_value(&report)?)
+        Ok(report)
     }
 
     /// Runs a check when something changed since the last one, to keep the findings metrics
@@ -482,7 +488,8 @@ impl LiveIndex {
             return None;
         }
         let started = Instant::now();
-        match self.report() {
+        // Only the counts are needed: the report is dropped without being turned into JSON.
+        match self.check() {
             Ok(_) => Some(started.elapsed()),
             Err(error) => {
                 warn!(%error, "integrity check failed");
