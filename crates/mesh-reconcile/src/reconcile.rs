@@ -1038,6 +1038,116 @@ mod tests {
         );
     }
 
+    fn progress() -> Progress {
+        Progress {
+            outcome: ApplyOutcome::Applied,
+            resources: Vec::new(),
+            findings: Vec::new(),
+            repaired: Vec::new(),
+            wrote: false,
+            error: None,
+        }
+    }
+
+    fn child(kind: WatchedKind, name: &str) -> Child {
+        Child {
+            resource: kind.api_resource(),
+            namespace: "team-a".into(),
+            name: name.into(),
+            desired: json!({}),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_child_is_applied_without_a_write() {
+        let mut p = progress();
+        p.record(
+            &child(WatchedKind::Service, "webapp"),
+            Ok(ChildOutcome::Unchanged),
+            code::SERVICE_NAME_TAKEN,
+        );
+        assert_eq!(p.outcome, ApplyOutcome::Applied);
+        assert!(!p.wrote);
+        assert_eq!(p.resources[0].state, state::APPLIED);
+    }
+
+    #[test]
+    fn a_repaired_child_is_remembered_for_its_event() {
+        let mut p = progress();
+        let what = "VirtualService team-a/web: spec.hosts changed".to_string();
+        p.record(
+            &child(WatchedKind::VirtualService, "web"),
+            Ok(ChildOutcome::Repaired(what.clone())),
+            code::VIRTUAL_SERVICE_NAME_TAKEN,
+        );
+        assert_eq!(
+            (p.outcome.clone(), p.wrote, p.repaired.clone()),
+            (ApplyOutcome::Applied, true, vec![what])
+        );
+        assert_eq!(p.resources[0].state, state::DRIFT_REPAIRED);
+    }
+
+    #[test]
+    fn a_foreign_object_under_our_name_is_a_conflict_finding_and_withholds_readiness() {
+        let mut p = progress();
+        p.record(
+            &child(WatchedKind::Service, "webapp"),
+            Ok(ChildOutcome::Conflict),
+            code::SERVICE_NAME_TAKEN,
+        );
+        assert_eq!(p.outcome, ApplyOutcome::Withheld);
+        assert_eq!(p.resources[0].state, state::CONFLICT);
+        assert_eq!(p.findings[0].code, code::SERVICE_NAME_TAKEN);
+        assert!(
+            p.findings[0].message.contains("Service team-a/webapp"),
+            "{}",
+            p.findings[0].message
+        );
+        let conditions = status::conditions(&p.findings, &p.outcome);
+        assert_eq!(
+            (conditions[0].status, conditions[0].reason),
+            (Status::False, reason::NAME_CONFLICT)
+        );
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_first_error_and_wins_over_drift() {
+        let mut p = progress();
+        p.record(
+            &child(WatchedKind::Service, "webapp"),
+            Ok(ChildOutcome::Drifted("x".into())),
+            code::SERVICE_NAME_TAKEN,
+        );
+        let forbidden = Error::InvalidObject {
+            object: "team-a/web".into(),
+            message: "forbidden".into(),
+        };
+        p.record(
+            &child(WatchedKind::VirtualService, "web"),
+            Err(forbidden),
+            code::VIRTUAL_SERVICE_NAME_TAKEN,
+        );
+        assert!(matches!(p.outcome, ApplyOutcome::Failed(_)));
+        assert_eq!(p.resources[1].state, state::PENDING);
+        assert!(p.error.is_some());
+    }
+
+    #[test]
+    fn written_objects_map_back_to_their_watched_kind() {
+        assert_eq!(
+            watched_kind(&service_resource()),
+            Some(WatchedKind::Service)
+        );
+        assert_eq!(
+            watched_kind(&gateway_resource()),
+            Some(WatchedKind::Gateway)
+        );
+        assert_eq!(
+            watched_kind(&virtual_service_resource()),
+            Some(WatchedKind::VirtualService)
+        );
+    }
+
     #[test]
     fn notes_are_truncated_on_a_character_boundary() {
         assert_eq!(truncate("ééé".into(), 3), "é");
