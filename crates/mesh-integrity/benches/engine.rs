@@ -1,1 +1,201 @@
-fn main() {}
+//! Benchmark of the integrity engine on synthetic meshes (`harness = false`: prints figures).
+//!
+//! ```text
+//! cargo bench -p mesh-integrity --bench engine                 # 1k, 10k and 100k VirtualServices
+//! cargo bench -p mesh-integrity --bench engine -- 1000 10000   # chosen sizes
+//! ```
+//!
+//! Under `cargo test --benches` (no `--bench` argument) it does a tiny smoke run only.
+//!
+//! The mesh for N VirtualServices: N/10 Gateways (each serving `*.gwK.example.com`), N Services,
+//! N/10 DestinationRules (subset v1) and N/10 ServiceEntries, over 100 namespaces. Half the
+//! VirtualServices are bound to a gateway, half to the mesh; each routes to its own Service on
+//! port 80 (every tenth through subset v1), and 1% route to a Service that does not exist.
+//! Figures: batch ingest (projection + SQLite, one transaction), full check, and the incremental
+//! check of one watch event (upsert of a changed VirtualService + `findings_for` it), median and
+//! p99; memory per object from the Rust heap (counting allocator) plus SQLite's own
+//! (`sqlite3_memory_used`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mesh_integrity::{Engine, ObjectKey, SourceObject};
+use serde_json::{Value, json};
+
+struct Counting;
+static HEAP: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn sqlite_memory() -> i64 {
+    // SAFETY: a plain statistics read with no arguments.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
+fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
+    let ns = format!("ns{}", i % 100);
+    let mut dest = json!({"host": format!("svc{i}"), "port": {"number": 80}});
+    if i % 10 == 0 {
+        dest["subset"] = json!("v1");
+    }
+    if i % 100 == 99 {
+        dest["host"] = json!(format!("missing{i}"));
+    }
+    if variant > 0 {
+        dest["port"] = json!({"number": 80 + (variant % 2) as u32});
+    }
+    let (hosts, gateways) = if i % 2 == 0 && n_gw > 0 {
+        let g = i % n_gw;
+        (
+            json!([format!("vs{i}.gw{g}.example.com")]),
+            json!([format!("istio-system/gw{g}")]),
+        )
+    } else {
+        (json!([format!("vs{i}.mesh.example.com")]), json!([]))
+    };
+    json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": format!("vs{i}"), "namespace": ns, "creationTimestamp": "2024-01-01T00:00:00Z"},
+        "spec": {"hosts": hosts, "gateways": gateways,
+                 "http": [{"match": [{"uri": {"prefix": "/"}}], "route": [{"destination": dest}]}]}})
+}
+
+fn mesh(n: usize) -> Vec<Value> {
+    let n_gw = (n / 10).max(1);
+    let mut out = Vec::with_capacity(n * 2 + n / 5 + n_gw);
+    for g in 0..n_gw {
+        out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": format!("gw{g}"), "namespace": "istio-system"},
+            "spec": {"selector": {"istio": format!("ingress{g}")},
+                     "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [format!("*.gw{g}.example.com")]}]}}));
+    }
+    for i in 0..n {
+        let ns = format!("ns{}", i % 100);
+        out.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc{i}"), "namespace": ns, "labels": {"app": format!("svc{i}")}},
+            "spec": {"selector": {"app": format!("svc{i}")}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+        if i % 10 == 0 {
+            out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                "metadata": {"name": format!("svc{i}"), "namespace": ns},
+                "spec": {"host": format!("svc{i}"), "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}));
+            out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+                "metadata": {"name": format!("ext{i}"), "namespace": ns},
+                "spec": {"hosts": [format!("ext{i}.example.org")], "exportTo": ["."],
+                         "ports": [{"number": 443, "name": "https", "protocol": "HTTPS"}], "resolution": "DNS"}}));
+        }
+        out.push(vs(i, n_gw, 0));
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn run(n: usize, events: usize) {
+    let heap0 = HEAP.load(Ordering::Relaxed);
+    let objects = mesh(n);
+    let heap_values = HEAP.load(Ordering::Relaxed) - heap0;
+    let count = objects.len();
+    let json_bytes: usize = objects.iter().map(|o| o.to_string().len()).sum();
+    // the input values are consumed (and freed) by the ingest: what remains allocated is the engine
+    let heap_input = HEAP.load(Ordering::Relaxed);
+    let sqlite_before = sqlite_memory();
+    let mut engine = Engine::open_in_memory().expect("engine");
+    let started = Instant::now();
+    let stats = engine
+        .ingest_batch(objects.into_iter().map(SourceObject::new))
+        .expect("ingest");
+    let ingest = started.elapsed();
+    let started = Instant::now();
+    let report = engine.check().expect("check");
+    let check = started.elapsed();
+    let summary = (report.summary.total, report.summary.by_code.clone());
+    drop(report);
+    let heap_engine = HEAP.load(Ordering::Relaxed) - heap_input + heap_values;
+    let sqlite_engine = sqlite_memory() - sqlite_before;
+
+    let n_gw = (n / 10).max(1);
+    let mut times = Vec::with_capacity(events);
+    for e in 0..events {
+        let i = (e * 7919) % n;
+        let value = vs(i, n_gw, e + 1);
+        let key = ObjectKey::virtual_service(&format!("ns{}", i % 100), &format!("vs{i}"));
+        let started = Instant::now();
+        engine.upsert(SourceObject::new(value)).expect("upsert");
+        let findings = engine.findings_for(&key).expect("findings_for");
+        times.push(started.elapsed());
+        std::hint::black_box(findings);
+    }
+    times.sort();
+    let per_object = (heap_engine as f64 + sqlite_engine as f64) / count as f64;
+    println!(
+        "N_VS={n} objects={count} ({} by kind: {:?})",
+        stats.total, stats.by_kind
+    );
+    println!("  input JSON: {:.1} MB", json_bytes as f64 / 1e6);
+    println!(
+        "  batch ingest:        {:>8.1} ms",
+        ingest.as_secs_f64() * 1e3
+    );
+    println!(
+        "  full check:          {:>8.1} ms  ({} findings: {:?})",
+        check.as_secs_f64() * 1e3,
+        summary.0,
+        summary.1
+    );
+    println!(
+        "  ingest + check:      {:>8.1} ms",
+        (ingest + check).as_secs_f64() * 1e3
+    );
+    println!(
+        "  incremental event (upsert + findings_for), {} events: median {:.1} us, p99 {:.1} us",
+        events,
+        percentile(&times, 0.5).as_secs_f64() * 1e6,
+        percentile(&times, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "  memory: Rust heap {:.1} MB + SQLite {:.1} MB = {:.0} B/object",
+        heap_engine as f64 / 1e6,
+        sqlite_engine as f64 / 1e6,
+        per_object
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let benchmarking = args.iter().any(|a| a == "--bench");
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if !benchmarking {
+        println!("smoke run (use `cargo bench` for the real figures)");
+        run(200, 20);
+        return;
+    }
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 10_000, 100_000]
+    } else {
+        sizes
+    };
+    for n in sizes {
+        run(n, 1000);
+    }
+}

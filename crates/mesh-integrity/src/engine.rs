@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::finding::{Coverage, Durations, Finding, REPORT_VERSION, Report, ResourceRef, SkippedRule, Summary};
+use crate::finding::{
+    Coverage, Durations, Finding, REPORT_VERSION, Report, ResourceRef, SkippedRule, Summary,
+};
 use crate::model::{IngestOptions, IngestStats, ObjectKey, SourceObject};
 use crate::project::{self, Projected, Projection};
 use crate::rules::{self, Analysis, Hit, Row};
@@ -75,7 +77,10 @@ pub(crate) struct Ctx<'c> {
 
 impl<'c> Ctx<'c> {
     fn new(conn: &'c Connection) -> Self {
-        Ctx { conn, cache: RefCell::new(HashMap::new()) }
+        Ctx {
+            conn,
+            cache: RefCell::new(HashMap::new()),
+        }
     }
 
     pub fn obj(&self, id: i64) -> Result<Rc<ObjInfo>, Error> {
@@ -112,14 +117,27 @@ impl<'c> Ctx<'c> {
     }
 
     /// Id of an object by key parts.
-    pub fn find(&self, group: &str, kind: &str, ns: &str, name: &str) -> Result<Option<i64>, Error> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?;
-        Ok(stmt.query_row(params![group, kind, ns, name], |r| r.get(0)).optional()?)
+    pub fn find(
+        &self,
+        group: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<i64>, Error> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
+        )?;
+        Ok(stmt
+            .query_row(params![group, kind, ns, name], |r| r.get(0))
+            .optional()?)
     }
 }
 
-pub(crate) fn query_rows(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>, Error> {
+pub(crate) fn query_rows(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Row>, Error> {
     let mut stmt = conn.prepare_cached(sql)?;
     let n = stmt.column_count();
     let mut out = Vec::new();
@@ -135,7 +153,9 @@ pub(crate) fn query_rows(conn: &Connection, sql: &str, params: impl rusqlite::Pa
 }
 
 fn register_functions(conn: &Connection) -> Result<(), Error> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS;
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_INNOCUOUS;
     conn.create_scalar_function("host_matches", 2, flags, |ctx| {
         let a = ctx.get_raw(0).as_str().unwrap_or("");
         let b = ctx.get_raw(1).as_str().unwrap_or("");
@@ -152,7 +172,9 @@ fn register_functions(conn: &Connection) -> Result<(), Error> {
 /// Tables holding an object's projection, by kind (plus `export_to` and `undecodable` for all).
 fn tables_of(group: &str, kind: &str) -> &'static [&'static str] {
     match (group, kind) {
-        ("networking.istio.io", "VirtualService") => &["vs", "vs_host", "vs_gateway", "mesh_host", "dest"],
+        ("networking.istio.io", "VirtualService") => {
+            &["vs", "vs_host", "vs_gateway", "mesh_host", "dest"]
+        }
         ("networking.istio.io", "Gateway") => &["gateway", "gw_server", "selector"],
         ("networking.istio.io", "DestinationRule") => &["dr", "dr_subset"],
         ("networking.istio.io", "ServiceEntry") => &["provider", "port"],
@@ -216,9 +238,11 @@ impl Engine {
 
     /// The schema version: the latest migration applied (`V2__…` → 2).
     pub fn schema_version(&self) -> Result<i64, Error> {
-        Ok(self
-            .conn
-            .query_row("SELECT coalesce(max(version), 0) FROM refinery_schema_history", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(version), 0) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// The latest schema version this build knows.
@@ -291,12 +315,17 @@ impl Engine {
     pub fn delete(&mut self, key: &ObjectKey) -> Result<bool, Error> {
         let tx = self.conn.transaction()?;
         let id: Option<i64> = tx
-            .prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?
-            .query_row(params![key.group, key.kind, key.namespace, key.name], |r| r.get(0))
+            .prepare_cached(
+                "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
+            )?
+            .query_row(params![key.group, key.kind, key.namespace, key.name], |r| {
+                r.get(0)
+            })
             .optional()?;
         if let Some(id) = id {
             clear_rows(&tx, id, &key.group, &key.kind)?;
-            tx.prepare_cached("DELETE FROM object WHERE id = ?1")?.execute([id])?;
+            tx.prepare_cached("DELETE FROM object WHERE id = ?1")?
+                .execute([id])?;
         }
         tx.commit()?;
         Ok(id.is_some())
@@ -306,7 +335,11 @@ impl Engine {
     /// `MSH0001` finding on `key`, replacing what was stored under that key. The next successful
     /// upsert of the key clears it.
     pub fn record_undecodable(&mut self, key: &ObjectKey, message: &str) -> Result<(), Error> {
-        let api_version = if key.group.is_empty() { "v1".to_string() } else { format!("{}/unknown", key.group) };
+        let api_version = if key.group.is_empty() {
+            "v1".to_string()
+        } else {
+            format!("{}/unknown", key.group)
+        };
         let projection = project::undecodable(key, &api_version, message);
         let tx = self.conn.transaction()?;
         store_projection(&tx, &projection, None)?;
@@ -316,8 +349,12 @@ impl Engine {
 
     /// Number of objects held, by kind.
     pub fn objects_by_kind(&self) -> Result<BTreeMap<String, u64>, Error> {
-        let mut stmt = self.conn.prepare_cached("SELECT kind, count(*) FROM object GROUP BY kind")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, count(*) FROM object GROUP BY kind")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -327,9 +364,14 @@ impl Engine {
     }
 
     fn object_id(&self, key: &ObjectKey) -> Result<Option<i64>, Error> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?;
-        Ok(stmt.query_row(params![key.group, key.kind, key.namespace, key.name], |r| r.get(0)).optional()?)
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
+        )?;
+        Ok(stmt
+            .query_row(params![key.group, key.kind, key.namespace, key.name], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     fn present_kinds(&self) -> Result<Vec<String>, Error> {
@@ -337,7 +379,9 @@ impl Engine {
         for kind in ["Pod", "Secret", "Namespace"] {
             let present: bool = self
                 .conn
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM object WHERE kind = ?1 AND grp = '')")?
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM object WHERE kind = ?1 AND grp = '')",
+                )?
                 .query_row([kind], |r| r.get(0))?;
             if present {
                 out.push(kind.to_string());
@@ -411,12 +455,16 @@ impl Engine {
     /// The findings reported on one object (indexed: the rules run restricted to it). Same
     /// findings as the object's share of [`Engine::check`].
     pub fn findings_for(&self, key: &ObjectKey) -> Result<Vec<Finding>, Error> {
-        let Some(id) = self.object_id(key)? else { return Ok(Vec::new()) };
+        let Some(id) = self.object_id(key)? else {
+            return Ok(Vec::new());
+        };
         let present = self.present_kinds()?;
         let ctx = Ctx::new(&self.conn);
         let mut findings = Vec::new();
         for (i, analysis) in rules::analyses().iter().enumerate() {
-            if !analysis.reports_on.contains(&key.kind.as_str()) || analysis.missing(&present).is_some() {
+            if !analysis.reports_on.contains(&key.kind.as_str())
+                || analysis.missing(&present).is_some()
+            {
                 continue;
             }
             let rows = query_rows(&self.conn, &self.targeted_sql[i], [id])?;
@@ -436,7 +484,10 @@ impl Engine {
     fn finish(&self, ctx: &Ctx, hit: Hit) -> Result<Option<Finding>, Error> {
         let info = ctx.obj(hit.obj)?;
         if crate::suppress::annotation_suppresses(info.suppress.as_deref(), hit.rule.code)
-            || self.suppressions.iter().any(|s| s.matches(hit.rule, &info.key))
+            || self
+                .suppressions
+                .iter()
+                .any(|s| s.matches(hit.rule, &info.key))
         {
             return Ok(None);
         }
@@ -488,12 +539,34 @@ fn build_hits(ctx: &Ctx, analysis: &Analysis, rows: Vec<Row>) -> Result<Vec<Hit>
 
 pub(crate) fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {
-        (&a.resource.namespace, &a.resource.kind, &a.resource.name, &a.code, &a.rule, &a.message, &a.host, a.port)
-            .cmp(&(&b.resource.namespace, &b.resource.kind, &b.resource.name, &b.code, &b.rule, &b.message, &b.host, b.port))
+        (
+            &a.resource.namespace,
+            &a.resource.kind,
+            &a.resource.name,
+            &a.code,
+            &a.rule,
+            &a.message,
+            &a.host,
+            a.port,
+        )
+            .cmp(&(
+                &b.resource.namespace,
+                &b.resource.kind,
+                &b.resource.name,
+                &b.code,
+                &b.rule,
+                &b.message,
+                &b.host,
+                b.port,
+            ))
     });
 }
 
-fn summarise(findings: &[Finding], objects_by_kind: BTreeMap<String, u64>, suppressed: u64) -> Summary {
+fn summarise(
+    findings: &[Finding],
+    objects_by_kind: BTreeMap<String, u64>,
+    suppressed: u64,
+) -> Summary {
     let mut summary = Summary {
         total: findings.len() as u64,
         objects_total: objects_by_kind.values().sum(),
@@ -507,8 +580,14 @@ fn summarise(findings: &[Finding], objects_by_kind: BTreeMap<String, u64>, suppr
     for f in findings {
         *summary.by_code.entry(f.code.clone()).or_default() += 1;
         *summary.by_rule.entry(f.rule.clone()).or_default() += 1;
-        *summary.by_severity.entry(f.severity.as_str().to_string()).or_default() += 1;
-        *summary.by_namespace.entry(f.resource.namespace.clone()).or_default() += 1;
+        *summary
+            .by_severity
+            .entry(f.severity.as_str().to_string())
+            .or_default() += 1;
+        *summary
+            .by_namespace
+            .entry(f.resource.namespace.clone())
+            .or_default() += 1;
     }
     summary
 }
@@ -535,12 +614,25 @@ fn store_object(
         }
         Projected::NoIdentity(message) => {
             // Batch input from files: keep it as a finding under a synthetic name so the run reports it.
-            let Some(origin) = &object.origin else { return Ok(None) };
-            let api_version = object.value.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
-            let kind = object.value.get("kind").and_then(Value::as_str).unwrap_or("Unknown");
+            let Some(origin) = &object.origin else {
+                return Ok(None);
+            };
+            let api_version = object
+                .value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("v1");
+            let kind = object
+                .value
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("Unknown");
             let group = crate::model::group_of(api_version);
             if !project::is_known(group, kind) {
-                *stats.skipped_unknown.entry(format!("{api_version}/{kind}")).or_default() += 1;
+                *stats
+                    .skipped_unknown
+                    .entry(format!("{api_version}/{kind}"))
+                    .or_default() += 1;
                 return Ok(None);
             }
             let key = ObjectKey::new(
@@ -562,28 +654,41 @@ fn store_object(
                 stats.undecodable += 1;
             }
             stats.total += 1;
-            *stats.by_kind.entry(projection.key.kind.clone()).or_default() += 1;
+            *stats
+                .by_kind
+                .entry(projection.key.kind.clone())
+                .or_default() += 1;
             Ok(Some(projection.key))
         }
     }
 }
 
 fn clear_rows(conn: &Connection, id: i64, group: &str, kind: &str) -> Result<(), Error> {
-    for table in tables_of(group, kind).iter().chain(["export_to", "undecodable"].iter()) {
+    for table in tables_of(group, kind)
+        .iter()
+        .chain(["export_to", "undecodable"].iter())
+    {
         let column = "obj";
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?.execute([id])?;
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
+            .execute([id])?;
     }
     Ok(())
 }
 
-fn store_projection(conn: &Connection, p: &Projection, source: Option<&SourceObject>) -> Result<i64, Error> {
+fn store_projection(
+    conn: &Connection,
+    p: &Projection,
+    source: Option<&SourceObject>,
+) -> Result<i64, Error> {
     let k = &p.key;
     let (file, line) = match source.and_then(|s| s.origin.as_ref()) {
         Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
         None => (None, None),
     };
     let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4")?
+        .prepare_cached(
+            "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
+        )?
         .query_row(params![k.group, k.kind, k.namespace, k.name], |r| r.get(0))
         .optional()?;
     let id = match existing {
@@ -625,11 +730,13 @@ fn store_projection(conn: &Connection, p: &Projection, source: Option<&SourceObj
 fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), Error> {
     let wild = project::wild;
     if let Some(message) = &rows.undecodable {
-        conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?.execute(params![id, message])?;
+        conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?
+            .execute(params![id, message])?;
         return Ok(());
     }
     if !rows.export_to.is_empty() {
-        let mut s = conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
+        let mut s =
+            conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
         for (scope, raw) in &rows.export_to {
             s.execute(params![id, scope, raw])?;
         }
@@ -637,16 +744,21 @@ fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), E
     if let Some((mesh, export_all)) = rows.vs {
         conn.prepare_cached("INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)")?
             .execute(params![id, mesh, export_all])?;
-        let mut s = conn.prepare_cached("INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut s = conn.prepare_cached(
+            "INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for (i, (host, fqdn)) in rows.vs_host.iter().enumerate() {
             s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
         }
-        let mut s =
-            conn.prepare_cached("INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut s = conn.prepare_cached(
+            "INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for (i, r, n, name) in &rows.vs_gateway {
             s.execute(params![id, i, r, n, name])?;
         }
-        let mut s = conn.prepare_cached("INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut s = conn.prepare_cached(
+            "INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         for (scope, fqdn) in &rows.mesh_host {
             s.execute(params![id, scope, fqdn, wild(fqdn)])?;
         }
@@ -654,12 +766,16 @@ fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), E
             "INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for d in &rows.dest {
-            s.execute(params![id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path])?;
+            s.execute(params![
+                id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path
+            ])?;
         }
     }
     if let Some((sel, sel_n, n_servers)) = &rows.gateway {
-        conn.prepare_cached("INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![id, sel, sel_n, n_servers])?;
+        conn.prepare_cached(
+            "INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![id, sel, sel_n, n_servers])?;
     }
     if !rows.gw_server.is_empty() {
         let mut s = conn.prepare_cached(
@@ -683,13 +799,15 @@ fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), E
         }
     }
     if !rows.selector.is_empty() {
-        let mut s = conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
+        let mut s =
+            conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
         for (k, v) in &rows.selector {
             s.execute(params![id, k, v])?;
         }
     }
     if !rows.label.is_empty() {
-        let mut s = conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
+        let mut s =
+            conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
         for (k, v) in &rows.label {
             s.execute(params![id, k, v])?;
         }
@@ -705,14 +823,16 @@ fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), E
         }
     }
     if !rows.port.is_empty() {
-        let mut s =
-            conn.prepare_cached("INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut s = conn.prepare_cached(
+            "INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for (n, name, protocol, target) in &rows.port {
             s.execute(params![id, n, name, protocol, target])?;
         }
     }
     if let Some(sel_n) = rows.service {
-        conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?.execute(params![id, sel_n])?;
+        conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?
+            .execute(params![id, sel_n])?;
     }
     if let Some((host, fqdn, skey, export_all, n_subsets)) = &rows.dr {
         conn.prepare_cached(
@@ -725,21 +845,26 @@ fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), E
         }
     }
     if let Some(sel_n) = rows.sidecar {
-        conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?.execute(params![id, sel_n])?;
+        conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?
+            .execute(params![id, sel_n])?;
     }
     if let Some(t) = &rows.secret {
-        conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?.execute(params![id, t])?;
+        conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?
+            .execute(params![id, t])?;
     }
     if let Some((service_name, gw_ns, gw_name, managed, credential)) = &rows.ms {
         conn.prepare_cached(
             "INSERT INTO ms (obj, service_name, gw_ns, gw_name, gw_managed, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![id, service_name, gw_ns, gw_name, managed, credential])?;
-        let mut s = conn.prepare_cached("INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+        let mut s = conn.prepare_cached(
+            "INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
         for (i, (host, fqdn)) in rows.ms_host.iter().enumerate() {
             s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
         }
-        let mut s = conn.prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
+        let mut s =
+            conn.prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
         for (port, protocol) in &rows.ms_port {
             s.execute(params![id, port, protocol])?;
         }

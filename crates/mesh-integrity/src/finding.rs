@@ -61,7 +61,12 @@ impl ResourceRef {
     }
     /// The engine's key for this object.
     pub fn key(&self) -> crate::ObjectKey {
-        crate::ObjectKey::new(crate::model::group_of(&self.api_version), &self.kind, &self.namespace, &self.name)
+        crate::ObjectKey::new(
+            crate::model::group_of(&self.api_version),
+            &self.kind,
+            &self.namespace,
+            &self.name,
+        )
     }
 }
 
@@ -266,6 +271,9 @@ impl Report {
 
     /// Findings of severity `error`.
     pub fn errors(&self) -> usize {
-        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
     }
 }

@@ -52,7 +52,11 @@ pub fn split_cluster_local(host: &str) -> Option<(&str, &str)> {
     let rest = host.strip_suffix(".svc.cluster.local")?;
     let dot = rest.rfind('.')?;
     let (name, ns) = (&rest[..dot], &rest[dot + 1..]);
-    if name.is_empty() || ns.is_empty() { None } else { Some((ns, name)) }
+    if name.is_empty() || ns.is_empty() {
+        None
+    } else {
+        Some((ns, name))
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +65,10 @@ mod tests {
 
     #[test]
     fn fqdn_expansion_is_istios() {
-        assert_eq!(to_fqdn("default", "reviews"), "reviews.default.svc.cluster.local");
+        assert_eq!(
+            to_fqdn("default", "reviews"),
+            "reviews.default.svc.cluster.local"
+        );
         assert_eq!(to_fqdn("default", "reviews.default"), "reviews.default");
         assert_eq!(to_fqdn("default", "*"), "*");
         assert_eq!(to_fqdn("default", "*.example.com"), "*.example.com");
@@ -80,7 +87,10 @@ mod tests {
     #[test]
     fn resource_keys() {
         assert_eq!(resource_key("default", "reviews"), "default/reviews");
-        assert_eq!(resource_key("x", "reviews.default.svc.cluster.local"), "default/reviews");
+        assert_eq!(
+            resource_key("x", "reviews.default.svc.cluster.local"),
+            "default/reviews"
+        );
         assert_eq!(resource_key("x", "a.b.c.svc.cluster.local"), "c/a.b");
         assert_eq!(resource_key("x", "reviews.default"), "x/reviews.default");
     }

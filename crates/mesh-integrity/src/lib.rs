@@ -121,10 +121,13 @@ mod suppress;
 pub use engine::Engine;
 pub use error::{Error, ParseError, ParseErrorKind};
 pub use finding::{
-    ActionKind, ChainLink, Coverage, Durations, Finding, REPORT_VERSION, RepairAction, Report, ResourceRef, RuleInfo,
-    Severity, SkippedRule, Summary,
+    ActionKind, ChainLink, Coverage, Durations, Finding, REPORT_VERSION, RepairAction, Report,
+    ResourceRef, RuleInfo, Severity, SkippedRule, Summary,
 };
-pub use model::{GATEWAY_API_GROUP, ISTIO_GROUP, IngestOptions, IngestStats, ObjectKey, Origin, SourceObject, group_of};
+pub use model::{
+    GATEWAY_API_GROUP, ISTIO_GROUP, IngestOptions, IngestStats, ObjectKey, Origin, SourceObject,
+    group_of,
+};
 pub use parse::parse_documents;
 pub use project::{KNOWN_KINDS, SERVICE_EXPORT_TO_ANNOTATION, SUPPRESS_ANNOTATION, is_known};
 pub use rules::{rule_by_name, rules};

@@ -26,12 +26,21 @@ pub struct SourceObject {
 impl SourceObject {
     /// An object with no file origin (e.g. from a watch).
     pub fn new(value: Value) -> Self {
-        SourceObject { value, origin: None }
+        SourceObject {
+            value,
+            origin: None,
+        }
     }
 
     /// An object read from `file` at `line`.
     pub fn with_origin(value: Value, file: impl Into<String>, line: u32) -> Self {
-        SourceObject { value, origin: Some(Origin { file: file.into(), line }) }
+        SourceObject {
+            value,
+            origin: Some(Origin {
+                file: file.into(),
+                line,
+            }),
+        }
     }
 
     /// From a typed object (e.g. `meshservice_api::MeshService` or a k8s-openapi type) through serde.
@@ -68,7 +77,12 @@ pub const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
 impl ObjectKey {
     /// A key from its four parts.
     pub fn new(group: &str, kind: &str, namespace: &str, name: &str) -> Self {
-        ObjectKey { group: group.into(), kind: kind.into(), namespace: namespace.into(), name: name.into() }
+        ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
     /// An Istio `VirtualService`.
     pub fn virtual_service(namespace: &str, name: &str) -> Self {
@@ -92,7 +106,12 @@ impl ObjectKey {
     }
     /// A `MeshService`.
     pub fn mesh_service(namespace: &str, name: &str) -> Self {
-        Self::new(meshservice_api::GROUP, meshservice_api::KIND, namespace, name)
+        Self::new(
+            meshservice_api::GROUP,
+            meshservice_api::KIND,
+            namespace,
+            name,
+        )
     }
 
     /// The key of an object value: group from `apiVersion`, kind, `metadata.namespace` (or
@@ -113,7 +132,12 @@ impl ObjectKey {
                 .unwrap_or(default_namespace)
                 .to_string()
         };
-        Some(ObjectKey { group: group.into(), kind: kind.into(), namespace, name: name.into() })
+        Some(ObjectKey {
+            group: group.into(),
+            kind: kind.into(),
+            namespace,
+            name: name.into(),
+        })
     }
 }
 
@@ -148,7 +172,9 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { default_namespace: "default".to_string() }
+        IngestOptions {
+            default_namespace: "default".to_string(),
+        }
     }
 }
 

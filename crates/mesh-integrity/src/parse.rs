@@ -1,8 +1,8 @@
 //! Reading objects from YAML or JSON text: multi-document YAML, `kind: List` (and `*List`),
 //! a JSON object or a JSON array; each object remembers the line its document or item starts on.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
@@ -144,7 +144,10 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<SourceObject>, Pars
             if trimmed.starts_with('{') || trimmed.starts_with('[') {
                 return parse_json(text, file);
             }
-            let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            let (line, column) = error
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
             let message = error.to_string();
             let message = message.lines().next().unwrap_or("invalid YAML").to_string();
             return Err(ParseError {
@@ -177,7 +180,9 @@ pub fn parse_documents(text: &str, file: &str) -> Result<Vec<SourceObject>, Pars
                     file: file.into(),
                     line,
                     column,
-                    message: "document is not a Kubernetes object (a mapping with apiVersion and kind)".into(),
+                    message:
+                        "document is not a Kubernetes object (a mapping with apiVersion and kind)"
+                            .into(),
                     kind: ParseErrorKind::NotAnObject,
                 });
             }
@@ -202,7 +207,8 @@ fn push_object(
             file: file.into(),
             line,
             column,
-            message: "document is not a Kubernetes object (a mapping with apiVersion and kind)".into(),
+            message: "document is not a Kubernetes object (a mapping with apiVersion and kind)"
+                .into(),
             kind: ParseErrorKind::NotAnObject,
         });
     };
@@ -276,7 +282,11 @@ fn parse_json(text: &str, file: &str) -> Result<Vec<SourceObject>, ParseError> {
 
 fn line_of(text: &str, offset: usize) -> u32 {
     let offset = offset.min(text.len());
-    text.as_bytes()[..offset].iter().filter(|b| **b == b'\n').count() as u32 + 1
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count() as u32
+        + 1
 }
 
 #[cfg(test)]
@@ -304,7 +314,11 @@ mod tests {
 
     #[test]
     fn json_object_and_array() {
-        let one = parse_documents(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#, "a.json").unwrap();
+        let one = parse_documents(
+            r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#,
+            "a.json",
+        )
+        .unwrap();
         assert_eq!(one.len(), 1);
         let many = parse_documents(
             "[\n{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"a\"}},\n\t{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"b\"}}]",

@@ -145,7 +145,9 @@ fn obj<'a>(v: Option<&'a Value>, path: &str) -> R<Option<&'a Map<String, Value>>
 }
 
 fn str_map(v: Option<&Value>, path: &str) -> R<Vec<(String, String)>> {
-    let Some(map) = obj(v, path)? else { return Ok(Vec::new()) };
+    let Some(map) = obj(v, path)? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         match v {
@@ -218,7 +220,10 @@ pub(crate) fn project(value: &Value, default_namespace: &str) -> Projected {
         rows: Rows::default(),
     };
     if let Err(message) = fill(&mut projection, value) {
-        projection.rows = Rows { undecodable: Some(message), ..Rows::default() };
+        projection.rows = Rows {
+            undecodable: Some(message),
+            ..Rows::default()
+        };
     }
     Projected::Object(Box::new(projection))
 }
@@ -233,34 +238,48 @@ pub(crate) fn undecodable(key: &ObjectKey, api_version: &str, message: &str) -> 
         contributors: None,
         managed: false,
         suppress: None,
-        rows: Rows { undecodable: Some(message.to_string()), ..Rows::default() },
+        rows: Rows {
+            undecodable: Some(message.to_string()),
+            ..Rows::default()
+        },
     }
 }
 
 fn fill(p: &mut Projection, value: &Value) -> R<()> {
     let metadata = obj(value.get("metadata"), "metadata")?;
     if let Some(md) = metadata {
-        p.created = str_at(md.get("creationTimestamp"), "metadata.creationTimestamp")?.map(str::to_string);
+        p.created =
+            str_at(md.get("creationTimestamp"), "metadata.creationTimestamp")?.map(str::to_string);
         let annotations = str_map(md.get("annotations"), "metadata.annotations")?;
         for (k, v) in &annotations {
             match k.as_str() {
                 meshservice_api::ownership::OWNER_ANNOTATION => p.owner = Some(v.clone()),
-                meshservice_api::ownership::CONTRIBUTORS_ANNOTATION => p.contributors = Some(v.clone()),
+                meshservice_api::ownership::CONTRIBUTORS_ANNOTATION => {
+                    p.contributors = Some(v.clone())
+                }
                 SUPPRESS_ANNOTATION => p.suppress = Some(v.clone()),
                 _ => {}
             }
         }
         let labels = str_map(md.get("labels"), "metadata.labels")?;
         p.managed = labels.iter().any(|(k, v)| {
-            k == meshservice_api::ownership::MANAGED_BY_LABEL && v == meshservice_api::ownership::MANAGED_BY_VALUE
+            k == meshservice_api::ownership::MANAGED_BY_LABEL
+                && v == meshservice_api::ownership::MANAGED_BY_VALUE
         });
         if p.key.kind == "Pod" && p.key.group.is_empty() {
             p.rows.label = labels;
         }
         if p.key.kind == "Service" && p.key.group.is_empty() {
-            if let Some((_, v)) = annotations.iter().find(|(k, _)| k == SERVICE_EXPORT_TO_ANNOTATION) {
-                let entries: Vec<String> =
-                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+            if let Some((_, v)) = annotations
+                .iter()
+                .find(|(k, _)| k == SERVICE_EXPORT_TO_ANNOTATION)
+            {
+                let entries: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 p.rows.export_to = export_rows(&entries, &p.key.namespace);
             }
         }
@@ -279,7 +298,10 @@ fn fill(p: &mut Projection, value: &Value) -> R<()> {
         ("networking.istio.io", "ServiceEntry") => service_entry(&mut p.rows, spec, &ns),
         ("networking.istio.io", "Sidecar") => {
             let ws = obj(spec.get("workloadSelector"), "spec.workloadSelector")?;
-            let labels = str_map(ws.and_then(|w| w.get("labels")), "spec.workloadSelector.labels")?;
+            let labels = str_map(
+                ws.and_then(|w| w.get("labels")),
+                "spec.workloadSelector.labels",
+            )?;
             p.rows.sidecar = Some(labels.len() as i64);
             p.rows.selector = labels;
             Ok(())
@@ -291,7 +313,10 @@ fn fill(p: &mut Projection, value: &Value) -> R<()> {
             Ok(())
         }
         ("gateway.networking.k8s.io", "Gateway") => {
-            for (i, l) in arr(spec.get("listeners"), "spec.listeners")?.iter().enumerate() {
+            for (i, l) in arr(spec.get("listeners"), "spec.listeners")?
+                .iter()
+                .enumerate()
+            {
                 let host = str_at(l.get("hostname"), &format!("spec.listeners[{i}].hostname"))?;
                 let host = host.unwrap_or("*").to_string();
                 p.rows.gw_server.push(Server {
@@ -344,9 +369,14 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     let mut idx = 0i64;
     let mut push = |rows: &mut Rows, d: Option<&Value>, path: String, mirror: bool| -> R<()> {
         let d = obj(d, &path)?;
-        let host = str_at(d.and_then(|d| d.get("host")), &format!("{path}.host"))?.unwrap_or("").to_string();
+        let host = str_at(d.and_then(|d| d.get("host")), &format!("{path}.host"))?
+            .unwrap_or("")
+            .to_string();
         let port_obj = obj(d.and_then(|d| d.get("port")), &format!("{path}.port"))?;
-        let port = port_number(port_obj.and_then(|p| p.get("number")), &format!("{path}.port.number"))?;
+        let port = port_number(
+            port_obj.and_then(|p| p.get("number")),
+            &format!("{path}.port.number"),
+        )?;
         let port = port.filter(|p| *p != 0);
         let subset = str_at(d.and_then(|d| d.get("subset")), &format!("{path}.subset"))?
             .filter(|s| !s.is_empty())
@@ -365,16 +395,35 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
         Ok(())
     };
     for section in ["http", "tcp", "tls"] {
-        for (i, rule) in arr(spec.get(section), &format!("spec.{section}"))?.iter().enumerate() {
-            for (j, route) in arr(rule.get("route"), &format!("spec.{section}[{i}].route"))?.iter().enumerate() {
-                push(rows, route.get("destination"), format!("/spec/{section}/{i}/route/{j}/destination"), false)?;
+        for (i, rule) in arr(spec.get(section), &format!("spec.{section}"))?
+            .iter()
+            .enumerate()
+        {
+            for (j, route) in arr(rule.get("route"), &format!("spec.{section}[{i}].route"))?
+                .iter()
+                .enumerate()
+            {
+                push(
+                    rows,
+                    route.get("destination"),
+                    format!("/spec/{section}/{i}/route/{j}/destination"),
+                    false,
+                )?;
             }
             if section == "http" {
                 if let Some(m) = rule.get("mirror").filter(|m| !m.is_null()) {
                     push(rows, Some(m), format!("/spec/http/{i}/mirror"), true)?;
                 }
-                for (j, m) in arr(rule.get("mirrors"), &format!("spec.http[{i}].mirrors"))?.iter().enumerate() {
-                    push(rows, m.get("destination"), format!("/spec/http/{i}/mirrors/{j}/destination"), true)?;
+                for (j, m) in arr(rule.get("mirrors"), &format!("spec.http[{i}].mirrors"))?
+                    .iter()
+                    .enumerate()
+                {
+                    push(
+                        rows,
+                        m.get("destination"),
+                        format!("/spec/http/{i}/mirrors/{j}/destination"),
+                        true,
+                    )?;
                 }
             }
         }
@@ -383,24 +432,43 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
 }
 
 fn selector_string(labels: &[(String, String)]) -> String {
-    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn gateway(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     let selector = str_map(spec.get("selector"), "spec.selector")?;
     let servers = arr(spec.get("servers"), "spec.servers")?;
-    rows.gateway = Some((selector_string(&selector), selector.len() as i64, servers.len() as i64));
+    rows.gateway = Some((
+        selector_string(&selector),
+        selector.len() as i64,
+        servers.len() as i64,
+    ));
     rows.selector = selector;
     for (i, server) in servers.iter().enumerate() {
         let path = format!("spec.servers[{i}]");
         let port = obj(server.get("port"), &format!("{path}.port"))?;
-        let number = port_number(port.and_then(|p| p.get("number")), &format!("{path}.port.number"))?;
-        let protocol = str_at(port.and_then(|p| p.get("protocol")), &format!("{path}.port.protocol"))?;
-        let bind = str_at(server.get("bind"), &format!("{path}.bind"))?.unwrap_or("").to_string();
+        let number = port_number(
+            port.and_then(|p| p.get("number")),
+            &format!("{path}.port.number"),
+        )?;
+        let protocol = str_at(
+            port.and_then(|p| p.get("protocol")),
+            &format!("{path}.port.protocol"),
+        )?;
+        let bind = str_at(server.get("bind"), &format!("{path}.bind"))?
+            .unwrap_or("")
+            .to_string();
         let tls = obj(server.get("tls"), &format!("{path}.tls"))?;
-        let credential = str_at(tls.and_then(|t| t.get("credentialName")), &format!("{path}.tls.credentialName"))?
-            .filter(|c| !c.is_empty())
-            .map(str::to_string);
+        let credential = str_at(
+            tls.and_then(|t| t.get("credentialName")),
+            &format!("{path}.tls.credentialName"),
+        )?
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
         let hosts = strs(server.get("hosts"), &format!("{path}.hosts"))?;
         // Istio's sanitizeServerHostNamespace: `*/*` turns the whole server into `*`.
         let all = hosts.iter().any(|h| h == "*/*");
@@ -427,14 +495,22 @@ fn gateway(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
                     None => (None, raw.clone()),
                 }
             };
-            rows.gw_server.push(Server { hidx: j as i64, raw: raw.clone(), vis_ns, host, ..base.clone() });
+            rows.gw_server.push(Server {
+                hidx: j as i64,
+                raw: raw.clone(),
+                vis_ns,
+                host,
+                ..base.clone()
+            });
         }
     }
     Ok(())
 }
 
 fn destination_rule(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
-    let host = str_at(spec.get("host"), "spec.host")?.unwrap_or("").to_string();
+    let host = str_at(spec.get("host"), "spec.host")?
+        .unwrap_or("")
+        .to_string();
     let export = strs(spec.get("exportTo"), "spec.exportTo")?;
     rows.export_to = export_rows(&export, ns);
     let export_all = export.is_empty() || export.iter().any(|e| e == "*");
@@ -444,7 +520,13 @@ fn destination_rule(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
             rows.dr_subset.push(name.to_string());
         }
     }
-    rows.dr = Some((host.clone(), to_fqdn(ns, &host), resource_key(ns, &host), export_all, subsets.len() as i64));
+    rows.dr = Some((
+        host.clone(),
+        to_fqdn(ns, &host),
+        resource_key(ns, &host),
+        export_all,
+        subsets.len() as i64,
+    ));
     Ok(())
 }
 
@@ -458,13 +540,15 @@ fn service_entry(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
             return Err(format!("{path}.number: missing"));
         };
         let name = str_at(port.get("name"), &format!("{path}.name"))?.map(str::to_string);
-        let protocol = str_at(port.get("protocol"), &format!("{path}.protocol"))?.map(str::to_string);
+        let protocol =
+            str_at(port.get("protocol"), &format!("{path}.protocol"))?.map(str::to_string);
         let target = port_number(port.get("targetPort"), &format!("{path}.targetPort"))?;
         rows.port.push((number, name, protocol, target));
     }
     for scope in visibility(&rows.export_to) {
         for h in &hosts {
-            rows.provider.push((scope.clone(), h.clone(), to_fqdn(ns, h)));
+            rows.provider
+                .push((scope.clone(), h.clone(), to_fqdn(ns, h)));
         }
     }
     Ok(())
@@ -480,7 +564,9 @@ fn service(rows: &mut Rows, spec: &Value, ns: &str, name: &str) -> R<()> {
             return Err(format!("{path}.port: missing"));
         };
         let name = str_at(port.get("name"), &format!("{path}.name"))?.map(str::to_string);
-        let protocol = str_at(port.get("protocol"), &format!("{path}.protocol"))?.unwrap_or("TCP").to_string();
+        let protocol = str_at(port.get("protocol"), &format!("{path}.protocol"))?
+            .unwrap_or("TCP")
+            .to_string();
         // a named targetPort resolves only against the Pod; Istio then falls back to `port`
         let target = match port.get("targetPort") {
             Some(Value::Number(n)) => n.as_i64().filter(|t| *t != 0),
@@ -510,12 +596,19 @@ fn mesh_service(rows: &mut Rows, value: &Value, ns: &str) -> R<()> {
         ),
         None => (None, None, false, None),
     };
-    rows.ms = Some((spec.service_name.clone(), gw_ns, gw_name, managed, credential));
+    rows.ms = Some((
+        spec.service_name.clone(),
+        gw_ns,
+        gw_name,
+        managed,
+        credential,
+    ));
     for h in &spec.hosts {
         rows.ms_host.push((h.clone(), to_fqdn(ns, h)));
     }
     for p in &spec.ports {
-        rows.ms_port.push((p.port as i64, p.effective_protocol().as_str().to_string()));
+        rows.ms_port
+            .push((p.port as i64, p.effective_protocol().as_str().to_string()));
     }
     let export = spec.export_to.clone().unwrap_or_default();
     rows.export_to = export_rows(&export, ns);

@@ -6,7 +6,12 @@ use crate::model::ObjectKey;
 
 /// Whether the annotation value (comma-separated codes, or `*`) silences `code`.
 pub fn annotation_suppresses(annotation: Option<&str>, code: &str) -> bool {
-    annotation.is_some_and(|value| value.split(',').map(str::trim).any(|c| c == "*" || c == code))
+    annotation.is_some_and(|value| {
+        value
+            .split(',')
+            .map(str::trim)
+            .any(|c| c == "*" || c == code)
+    })
 }
 
 /// An external suppression: a code (or rule name) everywhere, or on one object.
@@ -41,17 +46,19 @@ impl Suppression {
         if code.is_empty() || code.contains(char::is_whitespace) {
             return Err(bad());
         }
-        Ok(Suppression { code: code.to_string(), target })
+        Ok(Suppression {
+            code: code.to_string(),
+            target,
+        })
     }
 
     /// Whether it silences a finding of `rule` on `key`.
     pub fn matches(&self, rule: &RuleInfo, key: &ObjectKey) -> bool {
         let code_ok = self.code == "*" || self.code == rule.code || self.code == rule.name;
         code_ok
-            && self
-                .target
-                .as_ref()
-                .is_none_or(|(kind, ns, name)| *kind == key.kind && *ns == key.namespace && *name == key.name)
+            && self.target.as_ref().is_none_or(|(kind, ns, name)| {
+                *kind == key.kind && *ns == key.namespace && *name == key.name
+            })
     }
 }
 
@@ -63,7 +70,10 @@ mod tests {
     fn parses_codes_and_targets() {
         assert_eq!(Suppression::parse("IST0101").unwrap().target, None);
         let s = Suppression::parse("IST0101=VirtualService/shop/cart").unwrap();
-        assert_eq!(s.target, Some(("VirtualService".into(), "shop".into(), "cart".into())));
+        assert_eq!(
+            s.target,
+            Some(("VirtualService".into(), "shop".into(), "cart".into()))
+        );
         assert!(Suppression::parse("IST0101=VirtualService").is_err());
         assert!(Suppression::parse("").is_err());
     }

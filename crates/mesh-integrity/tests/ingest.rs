@@ -17,7 +17,9 @@ fn istio_versions_share_one_key() {
         engine.upsert(vs(version, "nowhere")).unwrap();
     }
     assert_eq!(engine.objects_by_kind().unwrap()["VirtualService"], 1);
-    let findings = engine.findings_for(&ObjectKey::virtual_service("shop", "r")).unwrap();
+    let findings = engine
+        .findings_for(&ObjectKey::virtual_service("shop", "r"))
+        .unwrap();
     assert_eq!(findings.len(), 1);
     assert_eq!(findings[0].resource.api_version, "networking.istio.io/v1");
 }
@@ -25,12 +27,22 @@ fn istio_versions_share_one_key() {
 #[test]
 fn default_namespace_unknown_kinds_and_stats() {
     let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
-    let mut engine = Engine::open_in_memory().unwrap().with_options(IngestOptions { default_namespace: "team".into() });
-    let stats = engine.ingest_batch(parse_documents(yaml, "f.yaml").unwrap()).unwrap();
+    let mut engine = Engine::open_in_memory()
+        .unwrap()
+        .with_options(IngestOptions {
+            default_namespace: "team".into(),
+        });
+    let stats = engine
+        .ingest_batch(parse_documents(yaml, "f.yaml").unwrap())
+        .unwrap();
     assert_eq!(stats.total, 2);
     assert_eq!(stats.skipped_unknown["apps/v1/Deployment"], 1);
     assert!(engine.contains(&ObjectKey::service("team", "a")).unwrap());
-    assert!(engine.contains(&ObjectKey::new("", "Namespace", "", "shop")).unwrap());
+    assert!(
+        engine
+            .contains(&ObjectKey::new("", "Namespace", "", "shop"))
+            .unwrap()
+    );
 }
 
 #[test]
@@ -45,8 +57,13 @@ fn upsert_is_idempotent_and_delete_then_reinsert_restores() {
     let key = ObjectKey::service("shop", "cart");
     assert!(engine.delete(&key).unwrap());
     assert!(!engine.delete(&key).unwrap());
-    assert_eq!(engine.check().unwrap().findings[0].rule, "vs-destination-host-not-found");
-    engine.ingest_batch(parse_documents(yaml, "test.yaml").unwrap()).unwrap();
+    assert_eq!(
+        engine.check().unwrap().findings[0].rule,
+        "vs-destination-host-not-found"
+    );
+    engine
+        .ingest_batch(parse_documents(yaml, "test.yaml").unwrap())
+        .unwrap();
     assert_eq!(engine.check().unwrap().findings, before);
 }
 
@@ -54,20 +71,39 @@ fn upsert_is_idempotent_and_delete_then_reinsert_restores() {
 fn undecodable_objects_are_recorded_and_cleared() {
     let mut engine = Engine::open_in_memory().unwrap();
     let key = ObjectKey::virtual_service("shop", "r");
-    engine.record_undecodable(&key, "spec.http[0]: invalid type").unwrap();
+    engine
+        .record_undecodable(&key, "spec.http[0]: invalid type")
+        .unwrap();
     let f = engine.findings_for(&key).unwrap();
     assert_eq!(f[0].code, "MSH0001");
     assert!(f[0].message.contains("invalid type"));
     engine.upsert(vs("v1", "r.shop.svc.cluster.local")).unwrap();
-    assert!(engine.findings_for(&key).unwrap().iter().all(|f| f.code != "MSH0001"));
+    assert!(
+        engine
+            .findings_for(&key)
+            .unwrap()
+            .iter()
+            .all(|f| f.code != "MSH0001")
+    );
     // an object without identity is an error for upsert, a finding in a file batch
-    assert!(matches!(engine.upsert(json!({"apiVersion": "v1", "kind": "Service"})), Err(Error::Identity(_))));
+    assert!(matches!(
+        engine.upsert(json!({"apiVersion": "v1", "kind": "Service"})),
+        Err(Error::Identity(_))
+    ));
     let stats = engine
-        .ingest_batch(vec![SourceObject::with_origin(json!({"apiVersion": "v1", "kind": "Service"}), "x.yaml", 3)])
+        .ingest_batch(vec![SourceObject::with_origin(
+            json!({"apiVersion": "v1", "kind": "Service"}),
+            "x.yaml",
+            3,
+        )])
         .unwrap();
     assert_eq!(stats.undecodable, 1);
     let r = engine.check().unwrap();
-    assert!(r.findings.iter().any(|f| f.code == "MSH0001" && f.file.as_deref() == Some("x.yaml") && f.line == Some(3)));
+    assert!(
+        r.findings.iter().any(|f| f.code == "MSH0001"
+            && f.file.as_deref() == Some("x.yaml")
+            && f.line == Some(3))
+    );
 }
 
 #[test]
@@ -84,7 +120,11 @@ fn secret_data_is_never_stored() {
         .collect();
     for table in tables {
         let dump: String = conn
-            .query_row(&format!("SELECT coalesce(group_concat(quote(t.rowid)), '') FROM \"{table}\" t"), [], |r| r.get(0))
+            .query_row(
+                &format!("SELECT coalesce(group_concat(quote(t.rowid)), '') FROM \"{table}\" t"),
+                [],
+                |r| r.get(0),
+            )
             .unwrap_or_default();
         let _ = dump;
         let mut stmt = conn.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
@@ -93,12 +133,19 @@ fn secret_data_is_never_stored() {
         while let Some(row) = rows.next().unwrap() {
             for i in 0..n {
                 if let Ok(s) = row.get::<_, String>(i) {
-                    assert!(!s.contains("UzNDUjNU") && !s.contains("hunter2"), "{table} holds secret data: {s}");
+                    assert!(
+                        !s.contains("UzNDUjNU") && !s.contains("hunter2"),
+                        "{table} holds secret data: {s}"
+                    );
                 }
             }
         }
     }
-    assert!(engine.contains(&ObjectKey::new("", "Secret", "shop", "tls")).unwrap());
+    assert!(
+        engine
+            .contains(&ObjectKey::new("", "Secret", "shop", "tls"))
+            .unwrap()
+    );
 }
 
 #[test]
@@ -116,7 +163,10 @@ spec: {host: nowhere}
 "#;
     let engine = common::engine(yaml);
     let report = engine.check().unwrap();
-    for key in [ObjectKey::virtual_service("shop", "a"), ObjectKey::destination_rule("shop", "d")] {
+    for key in [
+        ObjectKey::virtual_service("shop", "a"),
+        ObjectKey::destination_rule("shop", "d"),
+    ] {
         let mine: Vec<_> = report
             .findings
             .iter()
@@ -126,24 +176,50 @@ spec: {host: nowhere}
         assert!(!mine.is_empty());
         assert_eq!(engine.findings_for(&key).unwrap(), mine);
     }
-    assert!(engine.findings_for(&ObjectKey::service("shop", "none")).unwrap().is_empty());
+    assert!(
+        engine
+            .findings_for(&ObjectKey::service("shop", "none"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn report_json_shape_is_stable() {
-    let engine = common::engine("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: shop}\nspec: {host: nowhere}\n");
+    let engine = common::engine(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d, namespace: shop}\nspec: {host: nowhere}\n",
+    );
     let json = serde_json::to_value(engine.check().unwrap()).unwrap();
-    for key in ["reportVersion", "schemaVersion", "findings", "summary", "durations", "coverage"] {
+    for key in [
+        "reportVersion",
+        "schemaVersion",
+        "findings",
+        "summary",
+        "durations",
+        "coverage",
+    ] {
         assert!(json.get(key).is_some(), "{key}");
     }
     let f = &json["findings"][0];
-    for key in ["code", "rule", "severity", "resource", "message", "file", "line", "related", "chain", "repair", "host", "port", "gateway", "winner"] {
+    for key in [
+        "code", "rule", "severity", "resource", "message", "file", "line", "related", "chain",
+        "repair", "host", "port", "gateway", "winner",
+    ] {
         assert!(f.get(key).is_some(), "finding.{key}");
     }
     assert_eq!(f["severity"], "warning");
     assert_eq!(f["resource"]["apiVersion"], "networking.istio.io/v1");
     assert_eq!(f["line"], 1);
-    for key in ["total", "byCode", "byRule", "bySeverity", "byNamespace", "objectsByKind", "objectsTotal", "suppressed"] {
+    for key in [
+        "total",
+        "byCode",
+        "byRule",
+        "bySeverity",
+        "byNamespace",
+        "objectsByKind",
+        "objectsTotal",
+        "suppressed",
+    ] {
         assert!(json["summary"].get(key).is_some(), "summary.{key}");
     }
     for key in ["pods", "secrets", "namespaces", "skippedRules", "notes"] {

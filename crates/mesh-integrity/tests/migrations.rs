@@ -10,16 +10,31 @@ fn schema(conn: &Connection) -> Vec<(String, String, String, Option<String>)> {
     let mut stmt = conn
         .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 #[test]
 fn v1_migrated_to_latest_equals_fresh_latest() {
     let mut old = Connection::open_in_memory().unwrap();
-    embedded::migrations::runner().set_target(refinery::Target::Version(1)).run(&mut old).unwrap();
-    let v1: i64 = old.query_row("SELECT max(version) FROM refinery_schema_history", [], |r| r.get(0)).unwrap();
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(1))
+        .run(&mut old)
+        .unwrap();
+    let v1: i64 = old
+        .query_row(
+            "SELECT max(version) FROM refinery_schema_history",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(v1, 1);
-    assert!(!schema(&old).iter().any(|(_, name, _, _)| name == "ms"), "V1 has no MeshService tables");
+    assert!(
+        !schema(&old).iter().any(|(_, name, _, _)| name == "ms"),
+        "V1 has no MeshService tables"
+    );
     embedded::migrations::runner().run(&mut old).unwrap();
 
     let mut fresh = Connection::open_in_memory().unwrap();
@@ -46,7 +61,14 @@ fn a_file_database_is_migrated_once_and_reopened() {
             .unwrap();
     }
     let engine = mesh_integrity::Engine::open(&path).unwrap();
-    assert_eq!(engine.schema_version().unwrap(), mesh_integrity::Engine::latest_schema_version());
-    assert!(engine.contains(&mesh_integrity::ObjectKey::service("x", "a")).unwrap());
+    assert_eq!(
+        engine.schema_version().unwrap(),
+        mesh_integrity::Engine::latest_schema_version()
+    );
+    assert!(
+        engine
+            .contains(&mesh_integrity::ObjectKey::service("x", "a"))
+            .unwrap()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

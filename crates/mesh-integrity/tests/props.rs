@@ -25,14 +25,24 @@ struct MeshSpec {
 
 fn mesh_spec() -> impl Strategy<Value = MeshSpec> {
     (1usize..4, 1usize..4, 0usize..3).prop_flat_map(|(namespaces, services, gateways)| {
-        let vs = (0..namespaces, (0..namespaces, 0..services), proptest::option::of(0..gateways.max(1)), any::<bool>())
+        let vs = (
+            0..namespaces,
+            (0..namespaces, 0..services),
+            proptest::option::of(0..gateways.max(1)),
+            any::<bool>(),
+        )
             .prop_map(move |(ns, target, gateway, subset)| VsSpec {
                 ns,
                 target,
                 gateway: if gateways == 0 { None } else { gateway },
                 subset,
             });
-        proptest::collection::vec(vs, 1..12).prop_map(move |vs| MeshSpec { namespaces, services, gateways, vs })
+        proptest::collection::vec(vs, 1..12).prop_map(move |vs| MeshSpec {
+            namespaces,
+            services,
+            gateways,
+            vs,
+        })
     })
 }
 
@@ -57,13 +67,20 @@ fn build(spec: &MeshSpec) -> Vec<Value> {
     }
     for (idx, v) in spec.vs.iter().enumerate() {
         let (ti, tj) = v.target;
-        let host = if ti == v.ns { format!("svc{tj}") } else { format!("svc{tj}.ns{ti}.svc.cluster.local") };
+        let host = if ti == v.ns {
+            format!("svc{tj}")
+        } else {
+            format!("svc{tj}.ns{ti}.svc.cluster.local")
+        };
         let mut dest = json!({"host": host});
         if v.subset {
             dest["subset"] = json!("v1");
         }
         let (hosts, gateways) = match v.gateway {
-            Some(k) => (json!([format!("v{idx}.gw{k}.example.com")]), json!([format!("istio-system/gw{k}")])),
+            Some(k) => (
+                json!([format!("v{idx}.gw{k}.example.com")]),
+                json!([format!("istio-system/gw{k}")]),
+            ),
             None => (json!([format!("v{idx}.mesh.example.com")]), json!([])),
         };
         out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
@@ -75,7 +92,9 @@ fn build(spec: &MeshSpec) -> Vec<Value> {
 
 fn findings(objects: &[Value]) -> Vec<mesh_integrity::Finding> {
     let mut engine = Engine::open_in_memory().unwrap();
-    engine.ingest_batch(objects.iter().cloned().map(SourceObject::new)).unwrap();
+    engine
+        .ingest_batch(objects.iter().cloned().map(SourceObject::new))
+        .unwrap();
     let mut f = engine.check().unwrap().findings;
     for x in &mut f {
         x.file = None;
@@ -84,7 +103,15 @@ fn findings(objects: &[Value]) -> Vec<mesh_integrity::Finding> {
 }
 
 fn summary(f: &[mesh_integrity::Finding]) -> BTreeSet<(String, String, String)> {
-    f.iter().map(|f| (f.rule.clone(), f.resource.kind.clone(), format!("{}/{}", f.resource.namespace, f.resource.name))).collect()
+    f.iter()
+        .map(|f| {
+            (
+                f.rule.clone(),
+                f.resource.kind.clone(),
+                format!("{}/{}", f.resource.namespace, f.resource.name),
+            )
+        })
+        .collect()
 }
 
 proptest! {

@@ -1,7 +1,9 @@
 //! Applying a finding's repair plan and checking again leaves no finding of that kind.
 
 mod common;
-use mesh_integrity::{ActionKind, Engine, Finding, IngestOptions, SourceObject, repair::apply_plan};
+use mesh_integrity::{
+    ActionKind, Engine, Finding, IngestOptions, SourceObject, repair::apply_plan,
+};
 
 const BROKEN: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -73,7 +75,11 @@ spec: {serviceName: m4, hosts: [m1.example.com], ports: [{port: 80}], gateway: {
 "#;
 
 fn same_kind(a: &Finding, b: &Finding) -> bool {
-    a.rule == b.rule && a.resource == b.resource && a.host == b.host && a.port == b.port && a.gateway == b.gateway
+    a.rule == b.rule
+        && a.resource == b.resource
+        && a.host == b.host
+        && a.port == b.port
+        && a.gateway == b.gateway
 }
 
 fn check(objects: &[SourceObject]) -> Vec<Finding> {
@@ -99,19 +105,30 @@ fn every_actionable_plan_removes_its_finding() {
         "meshservice-host-not-served",
         "meshservice-host-claim-lost",
     ] {
-        assert!(rules.contains(expected), "{expected} missing from {rules:?}");
+        assert!(
+            rules.contains(expected),
+            "{expected} missing from {rules:?}"
+        );
     }
     let mut actionable = 0;
     for finding in &findings {
         assert!(!finding.repair.is_empty(), "{} has no plan", finding.rule);
         if finding.repair.iter().all(|a| a.action == ActionKind::None) {
-            assert!(finding.repair[0].description.starts_with("no safe automatic repair"));
+            assert!(
+                finding.repair[0]
+                    .description
+                    .starts_with("no safe automatic repair")
+            );
             continue;
         }
         actionable += 1;
         let mut repaired = objects.clone();
-        apply_plan(&mut repaired, &finding.repair, &IngestOptions::default().default_namespace)
-            .unwrap_or_else(|e| panic!("{}: {e}", finding.rule));
+        apply_plan(
+            &mut repaired,
+            &finding.repair,
+            &IngestOptions::default().default_namespace,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", finding.rule));
         let after = check(&repaired);
         assert!(
             !after.iter().any(|f| same_kind(f, finding)),
@@ -135,9 +152,21 @@ fn plans_are_deterministic_and_say_who_may_apply_them() {
         "metadata: {name: public, namespace: istio-system, labels: {app.kubernetes.io/managed-by: istio-integrity-operator}}",
     );
     let findings = check(&common::objects(&owned));
-    let f = findings.iter().find(|f| f.rule == "vs-host-not-in-gateway" && f.gateway.as_deref() == Some("istio-system/public")).unwrap();
+    let f = findings
+        .iter()
+        .find(|f| {
+            f.rule == "vs-host-not-in-gateway"
+                && f.gateway.as_deref() == Some("istio-system/public")
+        })
+        .unwrap();
     assert!(f.repair[0].operator_may_apply);
     let findings = check(&common::objects(BROKEN));
-    let f = findings.iter().find(|f| f.rule == "vs-host-not-in-gateway" && f.gateway.as_deref() == Some("istio-system/public")).unwrap();
+    let f = findings
+        .iter()
+        .find(|f| {
+            f.rule == "vs-host-not-in-gateway"
+                && f.gateway.as_deref() == Some("istio-system/public")
+        })
+        .unwrap();
     assert!(!f.repair[0].operator_may_apply);
 }

@@ -32,6 +32,9 @@ type: kubernetes.io/tls
     let report = common::check(yaml);
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     assert!(report.coverage.skipped_rules.is_empty());
-    let empty = mesh_integrity::Engine::open_in_memory().unwrap().check().unwrap();
+    let empty = mesh_integrity::Engine::open_in_memory()
+        .unwrap()
+        .check()
+        .unwrap();
     assert_eq!(empty.summary.total, 0);
 }

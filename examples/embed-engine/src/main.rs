@@ -23,7 +23,10 @@ fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
                 out.push(path);
             }
         }
@@ -36,8 +39,13 @@ fn files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 pub fn load(dir: &Path) -> anyhow::Result<Vec<SourceObject>> {
     let mut objects = Vec::new();
     for path in files(dir)? {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let name = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let name = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         objects.extend(parse_documents(&text, &name)?);
     }
     Ok(objects)
@@ -61,13 +69,20 @@ fn print_text(report: &Report) {
             f.code, f.severity, f.resource.kind, f.resource.namespace, f.resource.name, f.message
         );
         for action in &f.repair {
-            let who = if action.operator_may_apply { "operator" } else { "human" };
+            let who = if action.operator_may_apply {
+                "operator"
+            } else {
+                "human"
+            };
             println!("    repair ({who}): {}", action.description);
         }
     }
     println!(
         "{} finding(s) in {} object(s), schema v{}, checked in {:.1} ms",
-        report.summary.total, report.summary.objects_total, report.schema_version, report.durations.check_ms
+        report.summary.total,
+        report.summary.objects_total,
+        report.schema_version,
+        report.durations.check_ms
     );
     for note in &report.coverage.notes {
         println!("note: {note}");
@@ -104,8 +119,11 @@ mod tests {
     #[test]
     fn the_bundled_mesh_has_the_expected_findings() {
         let report = check_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("mesh")).unwrap();
-        let mut found: Vec<(&str, &str)> =
-            report.findings.iter().map(|f| (f.rule.as_str(), f.resource.name.as_str())).collect();
+        let mut found: Vec<(&str, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.rule.as_str(), f.resource.name.as_str()))
+            .collect();
         found.sort();
         assert_eq!(
             found,

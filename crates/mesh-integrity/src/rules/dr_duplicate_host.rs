@@ -37,11 +37,20 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let mut hit = Hit::new(
         &RULE,
         row.i(0),
-        format!("host {host} is also configured by {}; only one DestinationRule applies per client", names.join(", ")),
+        format!(
+            "host {host} is also configured by {}; only one DestinationRule applies per client",
+            names.join(", ")
+        ),
     )
     .related(others)
-    .link(dr.display(), "spec.host", format!("{host}: also {}", names.join(", ")))
-    .repair(RepairAction::none("no safe automatic repair: merge the DestinationRules into one, or narrow their exportTo"));
+    .link(
+        dr.display(),
+        "spec.host",
+        format!("{host}: also {}", names.join(", ")),
+    )
+    .repair(RepairAction::none(
+        "no safe automatic repair: merge the DestinationRules into one, or narrow their exportTo",
+    ));
     hit.host = Some(host);
     Ok(Some(hit))
 }

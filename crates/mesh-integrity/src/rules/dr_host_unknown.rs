@@ -42,5 +42,8 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
         "no safe automatic repair: correct spec.host, create the Service or ServiceEntry it is meant for, \
          or delete the DestinationRule if it is a leftover",
     ));
-    Ok(Some(Hit { host: Some(host), ..hit }))
+    Ok(Some(Hit {
+        host: Some(host),
+        ..hit
+    }))
 }

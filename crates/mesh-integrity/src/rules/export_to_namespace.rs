@@ -15,7 +15,13 @@ pub(crate) static RULE: RuleInfo = rule_requiring(
 
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
-    reports_on: &["VirtualService", "DestinationRule", "ServiceEntry", "Service", "MeshService"],
+    reports_on: &[
+        "VirtualService",
+        "DestinationRule",
+        "ServiceEntry",
+        "Service",
+        "MeshService",
+    ],
     sql: "SELECT e.obj, e.raw FROM export_to e \
           WHERE {t} AND e.raw NOT IN ('.', '*', '~') \
             AND NOT EXISTS (SELECT 1 FROM object n WHERE n.kind = 'Namespace' AND n.grp = '' AND n.ns = '' AND n.name = e.raw) \
@@ -35,8 +41,15 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     };
     let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
     Ok(Some(
-        Hit::new(&RULE, row.i(0), format!("exportTo names namespace \"{ns}\", which does not exist"))
-            .link(obj.display(), field, format!("Namespace {ns}: not found"))
-            .repair(create(object, format!("create Namespace {ns}, or correct the exportTo entry if it is a typo"))),
+        Hit::new(
+            &RULE,
+            row.i(0),
+            format!("exportTo names namespace \"{ns}\", which does not exist"),
+        )
+        .link(obj.display(), field, format!("Namespace {ns}: not found"))
+        .repair(create(
+            object,
+            format!("create Namespace {ns}, or correct the exportTo entry if it is a typo"),
+        )),
     ))
 }

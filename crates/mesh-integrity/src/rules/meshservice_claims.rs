@@ -82,7 +82,11 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let host = row.s(2);
     let port = row.oi(4);
     let on_port = port.map(|p| format!(" port {p}")).unwrap_or_default();
-    let gateway = if loser.key.kind == "Gateway" { loser.nsname() } else { gw.clone() };
+    let gateway = if loser.key.kind == "Gateway" {
+        loser.nsname()
+    } else {
+        gw.clone()
+    };
     let message = match loser.key.kind.as_str() {
         "MeshService" => format!(
             "host {host} on gateway {gw}{on_port} is already claimed by {} (older); this claim loses and the host is not applied",
@@ -96,14 +100,25 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     };
     let mut hit = Hit::new(&RULE, loser_id, message)
         .related(vec![winner_id])
-        .link(loser.display(), "spec.hosts", format!("{host}{on_port} on {gw}: won by {}", winner.display()));
+        .link(
+            loser.display(),
+            "spec.hosts",
+            format!("{host}{on_port} on {gw}: won by {}", winner.display()),
+        );
     let table = match loser.key.kind.as_str() {
         "MeshService" => Some("ms_host"),
         "VirtualService" => Some("vs_host"),
         _ => None,
     };
     let n_hosts = match table {
-        Some(t) => ctx.rows(&format!("SELECT count(*) FROM {t} WHERE obj = ?1"), [loser_id])?.first().map(|r| r.i(0)).unwrap_or(0),
+        Some(t) => ctx
+            .rows(
+                &format!("SELECT count(*) FROM {t} WHERE obj = ?1"),
+                [loser_id],
+            )?
+            .first()
+            .map(|r| r.i(0))
+            .unwrap_or(0),
         None => 0,
     };
     hit = match (row.oi(3), n_hosts > 1) {

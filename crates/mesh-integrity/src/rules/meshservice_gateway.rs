@@ -54,7 +54,14 @@ pub(crate) static NOT_SERVED: Analysis = Analysis {
 };
 
 fn ms_ports(ctx: &Ctx, ms: i64) -> Result<Vec<(i64, String)>, Error> {
-    Ok(ctx.rows("SELECT port, protocol FROM ms_port WHERE obj = ?1 ORDER BY port", [ms])?.iter().map(|r| (r.i(0), r.s(1))).collect())
+    Ok(ctx
+        .rows(
+            "SELECT port, protocol FROM ms_port WHERE obj = ?1 ORDER BY port",
+            [ms],
+        )?
+        .iter()
+        .map(|r| (r.i(0), r.s(1)))
+        .collect())
 }
 
 fn build_not_found(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
@@ -62,10 +69,25 @@ fn build_not_found(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let ms = ctx.obj(ms_id)?;
     let (gw_ns, gw_name) = (row.s(1), row.s(2));
     let gw = format!("{gw_ns}/{gw_name}");
-    let hosts: Vec<String> =
-        ctx.rows("SELECT host FROM ms_host WHERE obj = ?1 ORDER BY idx", [ms_id])?.iter().map(|r| r.s(0)).collect();
-    let credential = ctx.rows("SELECT credential FROM ms WHERE obj = ?1", [ms_id])?.first().and_then(|r| r.os(0));
-    let object = gateway_object(&gw_ns, &gw_name, &ms_ports(ctx, ms_id)?, &hosts, credential.as_deref());
+    let hosts: Vec<String> = ctx
+        .rows(
+            "SELECT host FROM ms_host WHERE obj = ?1 ORDER BY idx",
+            [ms_id],
+        )?
+        .iter()
+        .map(|r| r.s(0))
+        .collect();
+    let credential = ctx
+        .rows("SELECT credential FROM ms WHERE obj = ?1", [ms_id])?
+        .first()
+        .and_then(|r| r.os(0));
+    let object = gateway_object(
+        &gw_ns,
+        &gw_name,
+        &ms_ports(ctx, ms_id)?,
+        &hosts,
+        credential.as_deref(),
+    );
     let mut hit = Hit::new(
         &NOT_FOUND_RULE,
         ms_id,
@@ -82,8 +104,16 @@ fn build_not_served(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let ms = ctx.obj(ms_id)?;
     let host = row.s(1);
     let gw = format!("{}/{}", row.s(3), row.s(4));
-    let mut hit = Hit::new(&NOT_SERVED_RULE, ms_id, format!("Gateway {gw} does not serve host {host}"))
-        .link(ms.display(), format!("spec.hosts[{}]", row.i(2)), format!("Gateway {gw}: no server host matches {host}"));
+    let mut hit = Hit::new(
+        &NOT_SERVED_RULE,
+        ms_id,
+        format!("Gateway {gw} does not serve host {host}"),
+    )
+    .link(
+        ms.display(),
+        format!("spec.hosts[{}]", row.i(2)),
+        format!("Gateway {gw}: no server host matches {host}"),
+    );
     hit = match row.oi(5) {
         Some(gw_id) => {
             let gateway = ctx.obj(gw_id)?;

@@ -55,7 +55,12 @@ fn owned_by(owner: Option<String>) -> String {
 fn build_service(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let ms = ctx.obj(row.i(0))?;
     let svc = ctx.obj(row.i(1))?;
-    let message = format!("serviceName {} is taken: {} exists, {}", row.s(3), svc.display(), owned_by(row.os(2)));
+    let message = format!(
+        "serviceName {} is taken: {} exists, {}",
+        row.s(3),
+        svc.display(),
+        owned_by(row.os(2))
+    );
     Ok(Some(
         Hit::new(&SERVICE_RULE, row.i(0), message)
             .related(vec![row.i(1)])
@@ -71,7 +76,11 @@ fn build_service(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
 fn build_vs(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let ms = ctx.obj(row.i(0))?;
     let vs = ctx.obj(row.i(1))?;
-    let message = format!("the VirtualService name is taken: {} exists, {}", vs.display(), owned_by(row.os(2)));
+    let message = format!(
+        "the VirtualService name is taken: {} exists, {}",
+        vs.display(),
+        owned_by(row.os(2))
+    );
     Ok(Some(
         Hit::new(&VS_RULE, row.i(0), message)
             .related(vec![row.i(1)])

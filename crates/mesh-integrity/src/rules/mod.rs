@@ -21,10 +21,10 @@ mod gateway_credential;
 mod gateway_port_not_on_service;
 mod gateway_selector_no_pod;
 mod gateway_wildcard_overlap;
+mod mesh_gateway_hosts;
 mod meshservice_claims;
 mod meshservice_gateway;
 mod meshservice_names;
-mod mesh_gateway_hosts;
 mod se_host_port_claims;
 mod se_protocol_conflict;
 mod sidecars;
@@ -90,8 +90,18 @@ pub fn rule_by_name(name: &str) -> Option<&'static RuleInfo> {
 }
 
 /// Every kind the engine stores (MSH0001 can be reported on any of them).
-pub(crate) const ALL_KINDS: &[&str] =
-    &["VirtualService", "Gateway", "DestinationRule", "ServiceEntry", "Sidecar", "Service", "Namespace", "Pod", "Secret", "MeshService"];
+pub(crate) const ALL_KINDS: &[&str] = &[
+    "VirtualService",
+    "Gateway",
+    "DestinationRule",
+    "ServiceEntry",
+    "Sidecar",
+    "Service",
+    "Namespace",
+    "Pod",
+    "Secret",
+    "MeshService",
+];
 
 /// One SQL query and the rules its rows become.
 pub(crate) struct Analysis {
@@ -111,14 +121,21 @@ impl Analysis {
     pub fn sql_for(&self, targeted: Option<()>) -> String {
         let mut sql = self.sql.to_string();
         for (placeholder, predicate) in self.targets {
-            sql = sql.replace(placeholder, if targeted.is_some() { predicate } else { "1" });
+            sql = sql.replace(
+                placeholder,
+                if targeted.is_some() { predicate } else { "1" },
+            );
         }
         sql
     }
 
     /// The first required kind missing from `present`, if any.
     pub fn missing(&self, present: &[String]) -> Option<&'static str> {
-        self.rules.iter().flat_map(|r| r.requires.iter()).find(|k| !present.iter().any(|p| p == *k)).copied()
+        self.rules
+            .iter()
+            .flat_map(|r| r.requires.iter())
+            .find(|k| !present.iter().any(|p| p == *k))
+            .copied()
     }
 }
 
@@ -149,7 +166,11 @@ impl Row {
     }
     /// A `group_concat` of ids.
     pub fn ids(&self, n: usize) -> Vec<i64> {
-        let mut ids: Vec<i64> = self.s(n).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+        let mut ids: Vec<i64> = self
+            .s(n)
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
         ids.sort();
         ids.dedup();
         ids
@@ -189,8 +210,17 @@ impl Hit {
         self.related = ids;
         self
     }
-    pub fn link(mut self, from: impl Into<String>, path: impl Into<String>, to: impl Into<String>) -> Self {
-        self.chain.push(ChainLink { from: from.into(), path: path.into(), to: to.into() });
+    pub fn link(
+        mut self,
+        from: impl Into<String>,
+        path: impl Into<String>,
+        to: impl Into<String>,
+    ) -> Self {
+        self.chain.push(ChainLink {
+            from: from.into(),
+            path: path.into(),
+            to: to.into(),
+        });
         self
     }
     pub fn repair(mut self, action: RepairAction) -> Self {
@@ -206,7 +236,14 @@ pub(crate) const fn rule(
     summary: &'static str,
     explanation: &'static str,
 ) -> RuleInfo {
-    RuleInfo { code, name, severity, summary, explanation, requires: &[] }
+    RuleInfo {
+        code,
+        name,
+        severity,
+        summary,
+        explanation,
+        requires: &[],
+    }
 }
 
 pub(crate) const fn rule_requiring(
@@ -217,7 +254,14 @@ pub(crate) const fn rule_requiring(
     explanation: &'static str,
     requires: &'static [&'static str],
 ) -> RuleInfo {
-    RuleInfo { code, name, severity, summary, explanation, requires }
+    RuleInfo {
+        code,
+        name,
+        severity,
+        summary,
+        explanation,
+        requires,
+    }
 }
 
 /// `/spec/http/0/route/1/destination` → `spec.http[0].route[1].destination`.
@@ -238,7 +282,12 @@ pub(crate) fn pointer_to_path(pointer: &str) -> String {
 
 /// A resource that does not exist yet.
 pub(crate) fn new_ref(api_version: &str, kind: &str, namespace: &str, name: &str) -> ResourceRef {
-    ResourceRef { api_version: api_version.into(), kind: kind.into(), namespace: namespace.into(), name: name.into() }
+    ResourceRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+    }
 }
 
 /// Create `object` (advice for a human).
@@ -275,7 +324,13 @@ pub(crate) fn patch(target: &ObjInfo, ops: Value, description: String) -> Repair
 pub(crate) fn dns_name(text: &str) -> String {
     let mut out: String = text
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while out.contains("--") {
         out = out.replace("--", "-");
@@ -285,12 +340,26 @@ pub(crate) fn dns_name(text: &str) -> String {
     while out.ends_with('-') {
         out.pop();
     }
-    if out.is_empty() { "generated".into() } else { out }
+    if out.is_empty() {
+        "generated".into()
+    } else {
+        out
+    }
 }
 
 /// An Istio Gateway serving `hosts` on the given (port, protocol) servers.
-pub(crate) fn gateway_object(ns: &str, name: &str, servers: &[(i64, String)], hosts: &[String], credential: Option<&str>) -> Value {
-    let hosts: Vec<String> = if hosts.is_empty() { vec!["*".into()] } else { hosts.to_vec() };
+pub(crate) fn gateway_object(
+    ns: &str,
+    name: &str,
+    servers: &[(i64, String)],
+    hosts: &[String],
+    credential: Option<&str>,
+) -> Value {
+    let hosts: Vec<String> = if hosts.is_empty() {
+        vec!["*".into()]
+    } else {
+        hosts.to_vec()
+    };
     let servers: Vec<Value> = servers
         .iter()
         .map(|(port, protocol)| {
@@ -318,13 +387,22 @@ pub(crate) fn gateway_object(ns: &str, name: &str, servers: &[(i64, String)], ho
 }
 
 /// JSON Patch adding `host` to a gateway: to server `sidx` when it has servers, else a new HTTP server.
-pub(crate) fn add_gateway_host(ctx: &Ctx, gateway: i64, sidx: i64, host: &str, port: i64) -> Result<Value, Error> {
+pub(crate) fn add_gateway_host(
+    ctx: &Ctx,
+    gateway: i64,
+    sidx: i64,
+    host: &str,
+    port: i64,
+) -> Result<Value, Error> {
     let n: i64 = ctx
         .rows("SELECT n_servers FROM gateway WHERE obj = ?1", [gateway])?
         .first()
         .map(|r| r.i(0))
         .unwrap_or(0);
-    let with_hosts = ctx.rows("SELECT 1 FROM gw_server WHERE obj = ?1 AND sidx = ?2 AND raw <> ''", [gateway, sidx])?;
+    let with_hosts = ctx.rows(
+        "SELECT 1 FROM gw_server WHERE obj = ?1 AND sidx = ?2 AND raw <> ''",
+        [gateway, sidx],
+    )?;
     Ok(if n == 0 {
         json!([{"op": "add", "path": "/spec/servers", "value": [
             {"port": {"number": port, "name": format!("http-{port}"), "protocol": "HTTP"}, "hosts": [host]}

@@ -87,21 +87,44 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let path = pointer_to_path(&pointer);
     let providers = row.ids(7);
     if providers.is_empty() {
-        let (rule, what) = if mirror { (&MIRROR, "mirror host") } else { (&HOST, "host") };
-        let hit = Hit::new(rule, vs_id, format!("Referenced {what} not found: \"{host}\""))
-            .link(vs.display(), format!("{path}.host"), format!("{fqdn}: no visible Service or ServiceEntry"))
-            .repair(create_provider(ctx, &vs, &host, &fqdn, port)?);
-        return Ok(Some(Hit { host: Some(host), port: port.map(|p| p as u32), ..hit }));
+        let (rule, what) = if mirror {
+            (&MIRROR, "mirror host")
+        } else {
+            (&HOST, "host")
+        };
+        let hit = Hit::new(
+            rule,
+            vs_id,
+            format!("Referenced {what} not found: \"{host}\""),
+        )
+        .link(
+            vs.display(),
+            format!("{path}.host"),
+            format!("{fqdn}: no visible Service or ServiceEntry"),
+        )
+        .repair(create_provider(ctx, &vs, &host, &fqdn, port)?);
+        return Ok(Some(Hit {
+            host: Some(host),
+            port: port.map(|p| p as u32),
+            ..hit
+        }));
     }
     let first = ctx.obj(providers[0])?;
     let ports: Vec<i64> = ctx
-        .rows("SELECT DISTINCT number FROM port WHERE obj = ?1 ORDER BY number", [providers[0]])?
+        .rows(
+            "SELECT DISTINCT number FROM port WHERE obj = ?1 ORDER BY number",
+            [providers[0]],
+        )?
         .iter()
         .map(|r| r.i(0))
         .collect();
     let hit = match port {
         None => {
-            let list = ports.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+            let list = ports
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             let message = format!(
                 "This VirtualService routes to a service \"{host}\" that exposes multiple ports [{list}]. \
                  Specifying a port in the destination is required to disambiguate."
@@ -123,15 +146,27 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
                 ("/spec/ports/-".to_string(), port_value(&first, p, false))
             };
             Hit::new(&PORT, vs_id, message)
-                .link(vs.display(), format!("{path}.port.number"), format!("{} has no port {p}", first.display()))
+                .link(
+                    vs.display(),
+                    format!("{path}.port.number"),
+                    format!("{} has no port {p}", first.display()),
+                )
                 .repair(patch(
                     &first,
                     json!([{"op": "add", "path": op_path, "value": value}]),
-                    format!("expose port {p} on {} (or route {path} to one of its ports)", first.display()),
+                    format!(
+                        "expose port {p} on {} (or route {path} to one of its ports)",
+                        first.display()
+                    ),
                 ))
         }
     };
-    Ok(Some(Hit { host: Some(host), port: port.map(|p| p as u32), related: providers, ..hit }))
+    Ok(Some(Hit {
+        host: Some(host),
+        port: port.map(|p| p as u32),
+        related: providers,
+        ..hit
+    }))
 }
 
 fn port_value(provider: &ObjInfo, port: i64, as_list: bool) -> Value {
@@ -144,9 +179,17 @@ fn port_value(provider: &ObjInfo, port: i64, as_list: bool) -> Value {
 }
 
 /// Create the Service (cluster-local host) or ServiceEntry (anything else) the destination names.
-fn create_provider(ctx: &Ctx, vs: &ObjInfo, host: &str, fqdn: &str, port: Option<i64>) -> Result<RepairAction, Error> {
+fn create_provider(
+    ctx: &Ctx,
+    vs: &ObjInfo,
+    host: &str,
+    fqdn: &str,
+    port: Option<i64>,
+) -> Result<RepairAction, Error> {
     if host.is_empty() {
-        return Ok(RepairAction::none("no safe automatic repair: the destination has no host; set destination.host"));
+        return Ok(RepairAction::none(
+            "no safe automatic repair: the destination has no host; set destination.host",
+        ));
     }
     let number = port.unwrap_or(80);
     if let Some((ns, name)) = split_cluster_local(fqdn) {
@@ -165,7 +208,9 @@ fn create_provider(ctx: &Ctx, vs: &ObjInfo, host: &str, fqdn: &str, port: Option
         });
         return Ok(create(
             object,
-            format!("create Service {ns}/{name} (check its selector and ports), or correct the destination host"),
+            format!(
+                "create Service {ns}/{name} (check its selector and ports), or correct the destination host"
+            ),
         ));
     }
     let name = dns_name(host);
@@ -182,6 +227,9 @@ fn create_provider(ctx: &Ctx, vs: &ObjInfo, host: &str, fqdn: &str, port: Option
     });
     Ok(create(
         object,
-        format!("declare {host} with a ServiceEntry in namespace {} (or correct the destination host)", vs.key.namespace),
+        format!(
+            "declare {host} with a ServiceEntry in namespace {} (or correct the destination host)",
+            vs.key.namespace
+        ),
     ))
 }

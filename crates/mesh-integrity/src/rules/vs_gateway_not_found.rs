@@ -26,9 +26,17 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
 };
 
 /// Create the missing gateway, serving the VirtualService's hosts on port 80.
-pub(crate) fn create_gateway_for(ctx: &Ctx, vs: i64, gw_ns: &str, gw_name: &str) -> Result<RepairAction, Error> {
-    let hosts: Vec<String> =
-        ctx.rows("SELECT host FROM vs_host WHERE obj = ?1 ORDER BY idx", [vs])?.iter().map(|r| r.s(0)).collect();
+pub(crate) fn create_gateway_for(
+    ctx: &Ctx,
+    vs: i64,
+    gw_ns: &str,
+    gw_name: &str,
+) -> Result<RepairAction, Error> {
+    let hosts: Vec<String> = ctx
+        .rows("SELECT host FROM vs_host WHERE obj = ?1 ORDER BY idx", [vs])?
+        .iter()
+        .map(|r| r.s(0))
+        .collect();
     let object = gateway_object(gw_ns, gw_name, &[(80, "HTTP".into())], &hosts, None);
     Ok(create(
         object,
@@ -42,8 +50,19 @@ pub(crate) fn create_gateway_for(ctx: &Ctx, vs: i64, gw_ns: &str, gw_name: &str)
 fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let vs = ctx.obj(row.i(0))?;
     let gw = format!("{}/{}", row.s(3), row.s(4));
-    let hit = Hit::new(&RULE, row.i(0), format!("Referenced gateway not found: \"{gw}\""))
-        .link(vs.display(), format!("spec.gateways[{}]", row.i(1)), format!("Gateway {gw}: not found"))
-        .repair(create_gateway_for(ctx, row.i(0), &row.s(3), &row.s(4))?);
-    Ok(Some(Hit { gateway: Some(gw), ..hit }))
+    let hit = Hit::new(
+        &RULE,
+        row.i(0),
+        format!("Referenced gateway not found: \"{gw}\""),
+    )
+    .link(
+        vs.display(),
+        format!("spec.gateways[{}]", row.i(1)),
+        format!("Gateway {gw}: not found"),
+    )
+    .repair(create_gateway_for(ctx, row.i(0), &row.s(3), &row.s(4))?);
+    Ok(Some(Hit {
+        gateway: Some(gw),
+        ..hit
+    }))
 }

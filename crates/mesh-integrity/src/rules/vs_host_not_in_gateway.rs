@@ -42,15 +42,24 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
         "one or more host(s) [{hosts}] defined in VirtualService {} not found in Gateway {gw}",
         vs.nsname()
     );
-    let first_host = ctx.rows("SELECT host FROM vs_host WHERE obj = ?1 ORDER BY idx LIMIT 1", [vs_id])?;
+    let first_host = ctx.rows(
+        "SELECT host FROM vs_host WHERE obj = ?1 ORDER BY idx LIMIT 1",
+        [vs_id],
+    )?;
     let mut hit = Hit::new(&RULE, vs_id, message);
     let state = match (row.oi(6), row.oi(7)) {
         (Some(_), _) | (_, Some(_)) => "exists but serves none of them",
         _ => "not found",
     };
-    hit = hit.link(vs.display(), format!("spec.gateways[{}]", row.i(1)), format!("Gateway {gw}: {state}"));
+    hit = hit.link(
+        vs.display(),
+        format!("spec.gateways[{}]", row.i(1)),
+        format!("Gateway {gw}: {state}"),
+    );
     let repair = match (row.oi(6), row.oi(7), first_host.first()) {
-        (_, _, None) => RepairAction::none("no safe automatic repair: the VirtualService has no hosts; add the hosts it should serve"),
+        (_, _, None) => RepairAction::none(
+            "no safe automatic repair: the VirtualService has no hosts; add the hosts it should serve",
+        ),
         (Some(gw_id), _, Some(h)) => {
             let gateway = ctx.obj(gw_id)?;
             patch(
@@ -63,7 +72,9 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
             "no safe automatic repair: add a listener with hostname {} to the Gateway API Gateway {gw}",
             h.s(0)
         )),
-        (None, None, Some(_)) => super::vs_gateway_not_found::create_gateway_for(ctx, vs_id, &row.s(2), &row.s(3))?,
+        (None, None, Some(_)) => {
+            super::vs_gateway_not_found::create_gateway_for(ctx, vs_id, &row.s(2), &row.s(3))?
+        }
     };
     hit = hit.repair(repair);
     hit.gateway = Some(gw);

@@ -38,21 +38,44 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let subset = row.s(4);
     let skey = row.s(5);
     let path = pointer_to_path(&row.s(6));
-    let what = if mirror { "mirror+subset in destinationrule" } else { "host+subset in destinationrule" };
-    let mut hit = Hit::new(&RULE, vs_id, format!("Referenced {what} not found: \"{host}+{subset}\""));
+    let what = if mirror {
+        "mirror+subset in destinationrule"
+    } else {
+        "host+subset in destinationrule"
+    };
+    let mut hit = Hit::new(
+        &RULE,
+        vs_id,
+        format!("Referenced {what} not found: \"{host}+{subset}\""),
+    );
     let subset_value = json!({"name": subset, "labels": {"version": subset}});
     match row.oi(7) {
         Some(dr_id) => {
             let dr = ctx.obj(dr_id)?;
-            let n: i64 = ctx.rows("SELECT n_subsets FROM dr WHERE obj = ?1", [dr_id])?.first().map(|r| r.i(0)).unwrap_or(0);
+            let n: i64 = ctx
+                .rows("SELECT n_subsets FROM dr WHERE obj = ?1", [dr_id])?
+                .first()
+                .map(|r| r.i(0))
+                .unwrap_or(0);
             let op = if n == 0 {
                 json!([{"op": "add", "path": "/spec/subsets", "value": [subset_value]}])
             } else {
                 json!([{"op": "add", "path": "/spec/subsets/-", "value": subset_value}])
             };
             hit = hit
-                .link(vs.display(), format!("{path}.subset"), format!("{}: no subset {subset}", dr.display()))
-                .repair(patch(&dr, op, format!("declare subset {subset} in {} (check its labels)", dr.display())));
+                .link(
+                    vs.display(),
+                    format!("{path}.subset"),
+                    format!("{}: no subset {subset}", dr.display()),
+                )
+                .repair(patch(
+                    &dr,
+                    op,
+                    format!(
+                        "declare subset {subset} in {} (check its labels)",
+                        dr.display()
+                    ),
+                ));
             hit.related = vec![dr_id];
         }
         None => {
@@ -63,7 +86,10 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
                 host.clone()
             };
             let mut dr_name = dns_name(name);
-            if ctx.find("networking.istio.io", "DestinationRule", ns, &dr_name)?.is_some() {
+            if ctx
+                .find("networking.istio.io", "DestinationRule", ns, &dr_name)?
+                .is_some()
+            {
                 dr_name = dns_name(&format!("{dr_name}-subsets"));
             }
             let object = json!({

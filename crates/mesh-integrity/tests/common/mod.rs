@@ -6,7 +6,9 @@ use mesh_integrity::{Engine, Finding, Report, SourceObject, parse_documents};
 /// An engine holding the objects of a YAML text.
 pub fn engine(yaml: &str) -> Engine {
     let mut engine = Engine::open_in_memory().expect("engine");
-    engine.ingest_batch(parse_documents(yaml, "test.yaml").expect("yaml")).expect("ingest");
+    engine
+        .ingest_batch(parse_documents(yaml, "test.yaml").expect("yaml"))
+        .expect("ingest");
     engine
 }
 
@@ -26,7 +28,15 @@ pub fn hits(yaml: &str) -> Vec<(String, String)> {
 pub fn summarize(findings: &[Finding]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = findings
         .iter()
-        .map(|f| (f.rule.clone(), format!("{}/{}/{}", f.resource.kind, f.resource.namespace, f.resource.name)))
+        .map(|f| {
+            (
+                f.rule.clone(),
+                format!(
+                    "{}/{}/{}",
+                    f.resource.kind, f.resource.namespace, f.resource.name
+                ),
+            )
+        })
         .collect();
     v.sort();
     v
