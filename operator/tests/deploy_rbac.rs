@@ -1071,6 +1071,46 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
     })
     .await;
 
+    // A younger MeshService on the same Gateway that moves onto the older one's host loses it:
+    // the operator deletes the younger one's VirtualService (the `delete` on VirtualServices).
+    meshservices
+        .create(
+            &PostParams::default(),
+            &labelled(
+                meshservice(
+                    &ns,
+                    "younger",
+                    json!({"name": "shared-gw", "managed": true}),
+                ),
+                &ns,
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the younger MeshService's VirtualService", 60, || async {
+        virtual_services.get_opt("younger").await.unwrap().is_some()
+    })
+    .await;
+    let take_over = json!({"spec": {"hosts": [format!("web.{ns}.example.com")]}});
+    meshservices
+        .patch(
+            "younger",
+            &PatchParams::default(),
+            &Patch::Merge(&take_over),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the operator to delete the losing VirtualService",
+        60,
+        || async { virtual_services.get_opt("younger").await.unwrap().is_none() },
+    )
+    .await;
+    meshservices
+        .delete("younger", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // Delete: the finalizer's cleanup deletes the managed Gateway, then lets the MeshService go.
     meshservices
         .delete("web", &DeleteParams::default())
