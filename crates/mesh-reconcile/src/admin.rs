@@ -104,3 +104,68 @@ pub async fn serve(
         .await
         .map_err(Error::Admin)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.expect("read");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("a header end");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status code");
+        (status, body.to_string())
+    }
+
+    #[tokio::test]
+    async fn probes_follow_the_sync_gate_and_the_broken_flag_and_report_is_the_engine_json() {
+        let metrics = Arc::new(Metrics::new());
+        let state = AdminState {
+            index: Arc::new(LiveIndex::new(metrics.clone()).expect("engine")),
+            metrics,
+            gate: Arc::new(SyncGate::new(["VirtualService".to_string()])),
+            broken: Arc::new(AtomicBool::new(false)),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+        let (status, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("VirtualService"), "{body}");
+
+        state.gate.synced("VirtualService");
+        assert_eq!(get(addr, "/readyz").await.0, 200);
+
+        state.broken.store(true, Ordering::Relaxed);
+        assert_eq!(get(addr, "/healthz").await.0, 503);
+
+        let (status, body) = get(addr, "/report").await;
+        assert_eq!(status, 200);
+        let report: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(report["reportVersion"], serde_json::json!(1));
+        assert_eq!(report["findings"], serde_json::json!([]));
+
+        let (status, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("mesh_engine_check_duration_seconds_count 1"),
+            "{body}"
+        );
+
+        let _ = stop.send(());
+        server.await.expect("joined").expect("served");
+    }
+}

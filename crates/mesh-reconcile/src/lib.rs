@@ -159,11 +159,12 @@ pub async fn run_until(
         let _ = stop_tx.send(true);
     });
 
+    let broken = Arc::new(AtomicBool::new(false));
     let admin_state = admin::AdminState {
         metrics: metrics.clone(),
         index: index.clone(),
         gate: gate.clone(),
-        broken: Arc::new(AtomicBool::new(false)),
+        broken: broken.clone(),
     };
     info!(addr = ?listener.local_addr().ok(), "admin server listening");
     let mut admin = AbortOnDrop(vec![tokio::spawn(admin::serve(
@@ -176,6 +177,7 @@ pub async fn run_until(
         index: index.clone(),
         triggers: triggers.clone(),
         gate: gate.clone(),
+        broken,
     };
     // Aborted when this future is dropped too (an embedding that aborts the operator's task
     // must not leave watches feeding a dead index).

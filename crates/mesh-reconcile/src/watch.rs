@@ -128,6 +128,9 @@ pub struct WatchContext {
     pub triggers: Arc<Triggers>,
     /// Where it reports its first complete list.
     pub gate: Arc<SyncGate>,
+    /// Raised when a watch ends: the index would silently go stale, so liveness fails and the
+    /// kubelet restarts the process.
+    pub broken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The name of the watch stream of `kind` in `namespace` (`None`: all namespaces).
@@ -228,7 +231,11 @@ pub async fn run_watch(
             }
         }
     }
-    warn!(stream, "watch stream ended");
+    tracing::error!(
+        stream,
+        "watch stream ended; the index goes stale, /healthz now fails"
+    );
+    ctx.broken.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a watch error means the resource does not exist on the server (404).
