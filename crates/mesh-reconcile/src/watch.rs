@@ -1,7 +1,7 @@
 //! The watches that feed the live index, the gate that says when every initial list is in, and
 //! the trigger channels through which index changes requeue MeshServices.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -281,11 +281,4 @@ fn decode(
             None
         }
     }
-}
-
-/// The distinct namespaces of a set of MeshService keys.
-pub fn namespaces_of(keys: &BTreeSet<MeshKey>) -> BTreeSet<&str> {
-    keys.iter()
-        .map(|(namespace, _)| namespace.as_str())
-        .collect()
 }
