@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
 #[derive(Parser)]
-#[command(version, about = "Keeps an Istio mesh consistent: MeshServices in, Services, VirtualServices and Gateways out")]
+#[command(
+    version,
+    about = "Keeps an Istio mesh consistent: MeshServices in, Services, VirtualServices and Gateways out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +28,10 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", serde_saphyr::to_string(&meshservice_api::MeshService::crd())?),
+        Command::Crd => print!(
+            "{}",
+            serde_saphyr::to_string(&meshservice_api::MeshService::crd())?
+        ),
         Command::Check(args) => std::process::exit(check::run(args)),
         Command::Run(args) => run::run(args)?,
     }
