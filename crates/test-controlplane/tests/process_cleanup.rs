@@ -1,8 +1,10 @@
-//! A test process that dies leaves no control plane process behind, however it dies.
+//! A test process that dies leaves no control plane process behind, however it dies; a test that
+//! fails shows the control plane's logs.
 //!
 //! Each test re-runs this test binary as a child process, filtered to the same test, with
 //! `IIO_CLEANUP_TEST_ROLE` set: the child starts a control plane, reports its process ids and
-//! directory on stdout, and then waits to be killed or exits. The parent checks what is left.
+//! directory on stdout, and then waits to be killed, exits, or fails. The parent checks what is
+//! left and what libtest printed.
 
 mod common;
 
@@ -17,6 +19,7 @@ use test_controlplane::{ControlPlane, shared, sweep_stale_dirs};
 
 const ROLE_ENV: &str = "IIO_CLEANUP_TEST_ROLE";
 const REPORT: &str = "CONTROLPLANE";
+const FAILURE: &str = "this test fails on purpose, in a child process";
 
 /// What the child role reported.
 struct Started {
@@ -24,8 +27,9 @@ struct Started {
     dir: PathBuf,
 }
 
-/// The child role: start a control plane the way tests do, report it, then `hold` until killed or
-/// `exit` the process while the shared control plane is still running (its Drop never runs).
+/// The child role: start a control plane the way tests do, report it, then `hold` until killed,
+/// `exit` the process while the shared control plane is still running (its Drop never runs), or
+/// `fail` as a test returning `Err`.
 async fn child(role: &str) -> Result<()> {
     let report = |cp: &ControlPlane| {
         let pids = cp.pids();
@@ -47,6 +51,11 @@ async fn child(role: &str) -> Result<()> {
         "exit" => {
             report(shared().await?);
             std::process::exit(0)
+        }
+        "fail" => {
+            let cp = shared().await?;
+            let _ns = cp.namespace("failing-test").await?;
+            bail!("{FAILURE}")
         }
         other => bail!("unknown {ROLE_ENV} {other}"),
     }
@@ -158,4 +167,54 @@ async fn a_test_process_exiting_with_the_shared_control_plane_running_leaves_not
         started.dir.display()
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_test_shows_the_tail_of_every_control_plane_log() -> Result<()> {
+    let name = "a_failing_test_shows_the_tail_of_every_control_plane_log";
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        return child(&role).await;
+    }
+
+    // Without --nocapture: libtest prints a test's captured output only when it fails.
+    let output = Command::new(std::env::current_exe()?)
+        .args([name, "--exact", "--test-threads=1"])
+        .env(ROLE_ENV, "fail")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+
+    assert!(!output.status.success(), "the child test failed:\n{stdout}");
+    assert!(stdout.contains(FAILURE), "{stdout}");
+    assert!(
+        stdout.contains("control plane logs at the end of the test in namespace failing-test-"),
+        "{stdout}"
+    );
+    for log in [
+        "etcd.log",
+        "kube-apiserver.log",
+        "kube-controller-manager.log",
+    ] {
+        assert!(
+            stdout.contains(log),
+            "the tail of {log} is shown:\n{stdout}"
+        );
+    }
+    let apiserver_tail = stdout
+        .split_once("kube-apiserver.log -----\n")
+        .map(|(_, rest)| rest)
+        .context("the kube-apiserver section is shown")?;
+    assert!(
+        apiserver_tail.lines().next().is_some_and(is_klog_line),
+        "apiserver log lines follow its header:\n{apiserver_tail}"
+    );
+    Ok(())
+}
+
+/// `I1203 09:34:23.420749   25407 file.go:139] message`: severity, then month and day.
+fn is_klog_line(line: &str) -> bool {
+    let mut chars = line.chars();
+    chars
+        .next()
+        .is_some_and(|severity| "IWEF".contains(severity))
+        && chars.take(4).filter(char::is_ascii_digit).count() == 4
 }
