@@ -82,58 +82,60 @@ async fn the_apiserver_rejects_invalid_meshservices_with_the_cel_rule_messages()
     let ns = cp.namespace("meshservice-cel-rules").await?;
     let api: Api<MeshService> = Api::namespaced(cp.client()?, ns.name());
 
+    // Each case overrides fields of a valid spec and breaks exactly one rule.
     let cases = [
         (
-            "hosts",
-            json!(["a.example.com", "a.example.com"]),
+            json!({"hosts": ["a.example.com", "a.example.com"]}),
             messages::UNIQUE_HOSTS,
         ),
         (
-            "hosts",
-            json!(["shop.*.example.com"]),
+            json!({"hosts": ["shop.*.example.com"]}),
             messages::WILDCARD_FORM,
         ),
-        ("hosts", json!(["Shop.Example.com"]), messages::HOST_FORM),
+        (json!({"hosts": ["Shop.Example.com"]}), messages::HOST_FORM),
         (
-            "ports",
-            json!([{"port": 80}, {"port": 80, "targetPort": 81}]),
+            json!({"ports": [{"port": 80}, {"port": 80, "targetPort": 81}]}),
             messages::UNIQUE_PORTS,
         ),
         (
-            "ports",
-            json!([{"port": 80, "name": "web"}, {"port": 81, "name": "web"}]),
+            json!({"ports": [{"port": 80, "name": "web"}, {"port": 81, "name": "web"}]}),
             messages::UNIQUE_PORT_NAMES,
         ),
         (
-            "ports",
-            json!([{"port": 80, "targetPort": 70000}]),
+            json!({"ports": [{"port": 80, "targetPort": 70000}]}),
             messages::TARGET_PORT_RANGE,
         ),
         (
-            "ports",
-            json!([{"port": 80, "targetPort": "Not_A_Name"}]),
+            json!({"ports": [{"port": 80, "targetPort": "Not_A_Name"}]}),
             messages::TARGET_PORT_NAME,
         ),
         (
-            "exportTo",
-            json!(["*", "shop"]),
+            json!({"exportTo": ["*", "shop"]}),
             messages::EXPORT_TO_STAR_ALONE,
         ),
         (
-            "exportTo",
-            json!(["shop", "shop"]),
+            json!({"exportTo": ["shop", "shop"]}),
             messages::UNIQUE_EXPORT_TO,
         ),
+        (
+            json!({
+                "gateway": {"name": "public", "namespace": "istio-system", "managed": true},
+                "ports": [{"port": 443, "protocol": "HTTPS", "targetPort": 8443}],
+            }),
+            messages::MANAGED_HTTPS_CREDENTIAL,
+        ),
     ];
-    for (index, (field, value, expected)) in cases.into_iter().enumerate() {
+    for (index, (overrides, expected)) in cases.into_iter().enumerate() {
         let mut spec = valid_spec();
-        spec[field] = value.clone();
+        for (field, value) in overrides.as_object().context("overrides are an object")? {
+            spec[field] = value.clone();
+        }
         let object = meshservice(&format!("invalid-{index}"), spec)?;
 
         let server_says = rejection(api.create(&PostParams::default(), &object).await)?;
         assert!(
             server_says.contains(expected),
-            "{field}={value}: the apiserver said {server_says:?}, expected {expected:?}"
+            "{overrides}: the apiserver said {server_says:?}, expected {expected:?}"
         );
 
         // kube's client-side CEL must agree with the apiserver on the same object.
@@ -147,7 +149,7 @@ async fn the_apiserver_rejects_invalid_meshservices_with_the_cel_rule_messages()
         };
         assert!(
             client_says.iter().any(|message| message == expected),
-            "{field}={value}: client-side CEL said {client_says:?}, the apiserver said {server_says:?}"
+            "{overrides}: client-side CEL said {client_says:?}, the apiserver said {server_says:?}"
         );
     }
     Ok(())
