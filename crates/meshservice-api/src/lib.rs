@@ -238,7 +238,10 @@ pub struct PortSpec {
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
     /// Container port, a number or a named port. Default: `port`.
+    // maxLength bounds the CEL cost estimate of the targetPort rules; without it the apiserver
+    // refuses the CRD (a named port is at most 15 characters, a port number at most 5 digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = 15))]
     pub target_port: Option<IntOrString>,
     /// Service port name. Default: `<protocol>-<port>` (lower case), which Istio's protocol
     /// detection understands.
