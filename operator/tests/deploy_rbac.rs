@@ -169,16 +169,18 @@ fn virtual_service(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
         "metadata": {"name": name, "namespace": ns},
-        "spec": {"hosts": [format!("{name}.example.com")], "http": [{"route": [{"destination": {"host": name}}]}]}
+        "spec": {"hosts": [format!("{name}.{ns}.fixture.invalid")], "http": [{"route": [{"destination": {"host": name}}]}]}
     })
 }
 
+/// A Gateway for the RBAC operations; its host is its own, so the test operators running at the
+/// same time see no host claim conflict with it (the same ingress workload, port 80).
 fn gateway(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"selector": {"istio": "ingressgateway"},
-                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*.example.com"]}]}
+                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [format!("{name}.{ns}.fixture.invalid")]}]}
     })
 }
 
