@@ -39,56 +39,6 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The shared control plane of this test binary.
-///
-/// Stopgap, as in crates/mesh-reconcile/tests/e2e.rs: kube-apiserver 1.35 rejects the committed
-/// MeshService CRD (the CEL cost of the two `targetPort` rules of `spec.ports` exceeds the
-/// budget). Until meshservice-api bounds them, these RBAC tests fall back to a control plane of
-/// their own with a copy of the CRD without those two rules; nothing here depends on them.
-/// deploy_install.rs has no such fallback: it proves the shipped CRD installs. Remove this once
-/// `shared()` starts.
-async fn control_plane() -> &'static ControlPlane {
-    match test_controlplane::shared().await {
-        Ok(control_plane) => return control_plane,
-        Err(error) if error.to_string().contains("estimated rule cost") => {
-            eprintln!(
-                "the committed MeshService CRD is rejected; using a copy without the targetPort CEL rules"
-            );
-        }
-        Err(error) => panic!("{error}"),
-    }
-    static OWN: std::sync::OnceLock<&'static ControlPlane> = std::sync::OnceLock::new();
-    static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(control_plane) = OWN.get() {
-        return control_plane;
-    }
-    // Started on a runtime of its own that lives as long as the process: each #[tokio::test] has
-    // its own runtime, which ends with the test.
-    let control_plane = std::thread::spawn(|| {
-        use kube::CustomResourceExt;
-        let mut crd = serde_json::to_value(MeshService::crd()).unwrap();
-        for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-            let items = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]["items"];
-            if let Some(items) = items.as_object_mut() {
-                items.remove("x-kubernetes-validations");
-            }
-        }
-        let file = std::env::temp_dir().join(format!("iio-deploy-rbac-crd-{}.yaml", std::process::id()));
-        std::fs::write(&file, serde_json::to_string(&crd).unwrap()).unwrap();
-        let mut options = test_controlplane::Options::from_env();
-        options.crds[0] = file;
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let control_plane = runtime.block_on(ControlPlane::start_with(options)).unwrap();
-        std::mem::forget(runtime);
-        &*Box::leak(Box::new(control_plane))
-    })
-    .join()
-    .unwrap();
-    OWN.set(control_plane).ok();
-    control_plane
-}
-
 fn shipped<T: serde::de::DeserializeOwned>(path: &str) -> T {
     serde_saphyr::from_str(&std::fs::read_to_string(root().join(path)).unwrap()).unwrap()
 }
@@ -713,7 +663,7 @@ async fn account_with_shipped_roles(
 /// the 403 is the missing verb, not a binding that has not propagated yet).
 #[tokio::test(flavor = "multi_thread")]
 async fn removing_one_verb_breaks_exactly_the_operation_that_needs_it() {
-    let cp = control_plane().await;
+    let cp = test_controlplane::shared().await.unwrap();
     let ns = cp.namespace("rbac-minus-one-verb").await.unwrap();
     let ns = ns.name();
     let admin = cp.client().unwrap();
@@ -751,7 +701,7 @@ async fn removing_one_verb_breaks_exactly_the_operation_that_needs_it() {
 /// full updates, no Leases outside its namespace.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_rbac_grants_nothing_else() {
-    let cp = control_plane().await;
+    let cp = test_controlplane::shared().await.unwrap();
     install_shipped_rbac(cp);
     let ns = cp.namespace("rbac-nothing-else").await.unwrap();
     let ns = ns.name();
@@ -982,7 +932,7 @@ fn condition(ms: &MeshService, type_: &str) -> Option<String> {
 /// (not admin), reconciles a MeshService with a managed Gateway end to end, and cleans up on delete.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_reconciles_under_the_shipped_rbac() {
-    let cp = control_plane().await;
+    let cp = test_controlplane::shared().await.unwrap();
     install_shipped_rbac(cp);
     let ns = cp.namespace("rbac-operator-e2e").await.unwrap();
     let ns = ns.name().to_string();
@@ -1151,7 +1101,7 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
 /// MeshService's status instead of claiming Ready.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_without_create_on_virtualservices_reports_the_refusal() {
-    let cp = control_plane().await;
+    let cp = test_controlplane::shared().await.unwrap();
     let ns = cp.namespace("rbac-operator-minus-create").await.unwrap();
     let ns = ns.name().to_string();
     let admin = cp.client().unwrap();
@@ -1199,7 +1149,7 @@ async fn the_operator_without_create_on_virtualservices_reports_the_refusal() {
 /// (`resourceNames`), which is enough for the operator's `metadata.name=` field-selector watch.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_reconciles_in_namespace_mode_under_the_namespaced_roles() {
-    let cp = control_plane().await;
+    let cp = test_controlplane::shared().await.unwrap();
     let ns = cp.namespace("rbac-operator-namespaced").await.unwrap();
     let ns = ns.name().to_string();
     let admin = cp.client().unwrap();
