@@ -11,34 +11,14 @@ use kube::Api;
 use kube::api::PostParams;
 use meshservice_api::MeshService;
 use serde_json::{Value, json};
-use test_controlplane::{ControlPlane, Options, shared};
+use test_controlplane::{ControlPlane, shared};
 
-/// The shared control plane, or (while kube-apiserver 1.35 rejects the committed MeshService CRD
-/// for the CEL cost of its two `targetPort` rules) one of this binary's own with a copy of the CRD
-/// without them. Remove the fallback once `shared()` starts.
+/// The shared control plane of this test binary.
 async fn control_plane() -> &'static ControlPlane {
     match shared().await {
-        Ok(control_plane) => return control_plane,
-        Err(error)
-            if ["estimated rule cost", "installing CRDs"]
-                .iter()
-                .any(|cause| error.to_string().contains(cause)) => {}
+        Ok(control_plane) => control_plane,
         Err(error) => panic!("{error}"),
     }
-    use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(MeshService::crd()).unwrap();
-    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let items = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]
-            ["items"];
-        if let Some(items) = items.as_object_mut() {
-            items.remove("x-kubernetes-validations");
-        }
-    }
-    let file = std::env::temp_dir().join(format!("iio-run-cli-crd-{}.yaml", std::process::id()));
-    std::fs::write(&file, serde_json::to_string(&crd).unwrap()).unwrap();
-    let mut options = Options::from_env();
-    options.crds[0] = file;
-    Box::leak(Box::new(ControlPlane::start_with(options).await.unwrap()))
 }
 
 fn free_port() -> u16 {

@@ -22,83 +22,20 @@ use mesh_reconcile::index::WatchedKind;
 use mesh_reconcile::{BackoffPolicy, Config, LeaderElection};
 use meshservice_api::{MeshService, ownership};
 use serde_json::{Value, json};
-use test_controlplane::{ControlPlane, Options, shared};
+use test_controlplane::{ControlPlane, shared};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The shared control plane of this test binary.
-///
-/// Stopgap: kube-apiserver 1.35 rejects the committed MeshService CRD (the CEL cost of the two
-/// `targetPort` rules of `spec.ports` exceeds the budget). Until meshservice-api bounds them, the
-/// tests fall back to a control plane of their own with a copy of the CRD without those two
-/// rules; no test here depends on them. Remove this once `shared()` starts.
 async fn control_plane() -> Result<&'static ControlPlane> {
-    match shared().await {
-        Ok(control_plane) => return Ok(control_plane),
-        Err(error) if crd_rejected(&error) => {
-            eprintln!(
-                "the committed MeshService CRD is rejected; using a copy without the targetPort CEL rules"
-            );
-        }
-        Err(error) => return Err(error.into()),
-    }
-    static OWN: tokio::sync::OnceCell<Result<ControlPlane, String>> =
-        tokio::sync::OnceCell::const_new();
-    let started = OWN
-        .get_or_init(|| async {
-            let start =
-                async { anyhow::Ok(ControlPlane::start_with(patched_crd_options()?).await?) };
-            start.await.map_err(|error| error.to_string())
-        })
-        .await;
-    started.as_ref().map_err(|error| anyhow::anyhow!("{error}"))
-}
-
-/// Control plane options whose MeshService CRD lacks the two `targetPort` CEL rules that
-/// kube-apiserver 1.35 rejects for their cost (see [`control_plane`]).
-fn patched_crd_options() -> Result<Options> {
-    use kube::CustomResourceExt;
-    let mut crd = serde_json::to_value(MeshService::crd())?;
-    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        let items = &mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["ports"]
-            ["items"];
-        if let Some(items) = items.as_object_mut() {
-            items.remove("x-kubernetes-validations");
-        }
-    }
-    let file = std::env::temp_dir().join(format!(
-        "iio-e2e-meshservice-crd-{}.yaml",
-        std::process::id()
-    ));
-    std::fs::write(&file, serde_json::to_string(&crd)?)?;
-    let mut options = Options::from_env();
-    options.crds[0] = file;
-    Ok(options)
-}
-
-/// Whether a control plane failed to start because the apiserver refused a CRD (the cause may
-/// sit anywhere in the error's source chain, or in the message of the shared start).
-fn crd_rejected(error: &test_controlplane::Error) -> bool {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text.contains("estimated rule cost") || text.contains("installing CRDs")
+    Ok(shared().await?)
 }
 
 /// A control plane of the test's own, for tests that break it.
 async fn own_control_plane() -> Result<ControlPlane> {
-    match ControlPlane::start().await {
-        Ok(control_plane) => Ok(control_plane),
-        Err(error) if crd_rejected(&error) => {
-            Ok(ControlPlane::start_with(patched_crd_options()?).await?)
-        }
-        Err(error) => Err(error.into()),
-    }
+    Ok(ControlPlane::start().await?)
 }
 
 /// One in-process operator.
