@@ -38,6 +38,40 @@ async fn own_control_plane() -> Result<ControlPlane> {
     Ok(ControlPlane::start().await?)
 }
 
+/// Namespace and ServiceAccount the shipped manifests (deploy/) run the operator as.
+const OPERATOR_NAMESPACE: &str = "istio-integrity-system";
+const OPERATOR_ACCOUNT: &str = "istio-integrity-operator";
+
+/// A client for the operator under test: the shipped ServiceAccount with the shipped RBAC
+/// (deploy/namespace.yaml and deploy/rbac/, applied as an install does), authenticated by a
+/// TokenRequest token, not admin, so every test here also proves the RBAC is sufficient.
+async fn operator_client(cp: &ControlPlane) -> Result<Client> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let applied = tokio::process::Command::new(cp.kubectl())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args([
+            "apply",
+            "--server-side",
+            "-f",
+            "deploy/namespace.yaml",
+            "-f",
+            "deploy/rbac/",
+        ])
+        .current_dir(&root)
+        .output()
+        .await?;
+    if !applied.status.success() {
+        bail!(
+            "installing the shipped RBAC failed: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+    Ok(cp
+        .service_account_client(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+        .await?)
+}
+
 /// One in-process operator.
 struct Operator {
     admin: SocketAddr,
@@ -314,7 +348,7 @@ async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gat
     let client = cp.client()?;
     let team = cp.namespace("seed").await?;
     let edge = cp.namespace("seed-edge").await?;
-    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
 
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let created = api
@@ -455,7 +489,7 @@ async fn changing_hosts_and_ports_updates_the_virtual_service_and_the_shared_gat
     let client = cp.client()?;
     let team = cp.namespace("change").await?;
     let edge = cp.namespace("change-edge").await?;
-    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     api.create(
         &PostParams::default(),
@@ -536,7 +570,7 @@ async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive(
     let client = cp.client()?;
     let team = cp.namespace("drift").await?;
     let edge = cp.namespace("drift-edge").await?;
-    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     api.create(
         &PostParams::default(),
@@ -628,7 +662,7 @@ async fn with_repair_off_drift_is_reported_and_left_alone() -> Result<()> {
     let cp = control_plane().await?;
     let client = cp.client()?;
     let team = cp.namespace("drift-off").await?;
-    let operator = Operator::start_with(client.clone(), &[team.name()], false).await?;
+    let operator = Operator::start_with(operator_client(cp).await?, &[team.name()], false).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let spec =
         json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
@@ -691,7 +725,8 @@ async fn the_older_of_two_claims_wins_and_the_newer_takes_over_when_it_goes() ->
     let client = cp.client()?;
     let team_a = cp.namespace("claim-a").await?;
     let team_b = cp.namespace("claim-b").await?;
-    let operator = Operator::start(client.clone(), &[team_a.name(), team_b.name()]).await?;
+    let operator =
+        Operator::start(operator_client(cp).await?, &[team_a.name(), team_b.name()]).await?;
     let spec = |service: &str| json!({"serviceName": service, "hosts": ["shop.example.com"], "ports": [{"port": 80}]});
 
     let older: Api<MeshService> = Api::namespaced(client.clone(), team_a.name());
@@ -755,7 +790,7 @@ async fn a_missing_unmanaged_gateway_resolves_when_it_is_created() -> Result<()>
     let client = cp.client()?;
     let team = cp.namespace("gw-missing").await?;
     let edge = cp.namespace("gw-missing-edge").await?;
-    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     api.create(
         &PostParams::default(),
@@ -831,7 +866,8 @@ async fn an_undecodable_virtual_service_elsewhere_is_reported_and_stops_nothing(
     dynamic_api(&client, WatchedKind::VirtualService, other.name())
         .create(&PostParams::default(), &serde_json::from_value(bad)?)
         .await?;
-    let operator = Operator::start(client.clone(), &[team.name(), other.name()]).await?;
+    let operator =
+        Operator::start(operator_client(cp).await?, &[team.name(), other.name()]).await?;
 
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let spec =
@@ -871,8 +907,11 @@ async fn deleting_a_meshservice_removes_its_children_and_exactly_its_hosts_from_
     let team_a = cp.namespace("shared-a").await?;
     let team_b = cp.namespace("shared-b").await?;
     let edge = cp.namespace("shared-edge").await?;
-    let operator =
-        Operator::start(client.clone(), &[team_a.name(), team_b.name(), edge.name()]).await?;
+    let operator = Operator::start(
+        operator_client(cp).await?,
+        &[team_a.name(), team_b.name(), edge.name()],
+    )
+    .await?;
     let spec = |service: &str, host: &str| {
         json!({"serviceName": service, "hosts": [host],
                "gateway": {"name": "shared", "namespace": edge.name(), "managed": true},
@@ -956,7 +995,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     let team = cp.namespace("restart").await?;
     let edge = cp.namespace("restart-edge").await?;
     let namespaces = [team.name(), edge.name()];
-    let operator = Operator::start(client.clone(), &namespaces).await?;
+    let operator = Operator::start(operator_client(cp).await?, &namespaces).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     api.create(
         &PostParams::default(),
@@ -972,7 +1011,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     .await?;
     operator.kill().await;
 
-    let restarted = Operator::start(client.clone(), &namespaces).await?;
+    let restarted = Operator::start(operator_client(cp).await?, &namespaces).await?;
     let ms = wait_ready(&api, "webapp-service").await?;
     let owned = ListParams::default().labels(&format!(
         "{}={}",
@@ -1000,7 +1039,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
 
     // And a restart of a converged operator changes nothing: the status is byte-identical.
     restarted.stop().await?;
-    let again = Operator::start(client.clone(), &namespaces).await?;
+    let again = Operator::start(operator_client(cp).await?, &namespaces).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = api.get("webapp-service").await?;
     assert_eq!(after.status, ms.status, "status unchanged by a restart");
@@ -1026,7 +1065,7 @@ async fn a_preexisting_service_of_the_same_name_is_a_name_conflict_and_left_unto
         "spec": {"selector": {"app": "legacy"}, "ports": [{"port": 9000}]},
     }))?;
     let theirs = services.create(&PostParams::default(), &theirs).await?;
-    let operator = Operator::start(client.clone(), &[team.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
 
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let spec =
@@ -1067,7 +1106,7 @@ async fn metrics_and_report_answer_with_the_figures() -> Result<()> {
     let client = cp.client()?;
     let team = cp.namespace("admin").await?;
     let edge = cp.namespace("admin-edge").await?;
-    let operator = Operator::start(client.clone(), &[team.name(), edge.name()]).await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
     assert_eq!(operator.get("/healthz").await?.0, 200);
     assert_eq!(operator.get("/readyz").await?.0, 200);
 
@@ -1151,19 +1190,21 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_stops() -
     let cp = control_plane().await?;
     let client = cp.client()?;
     let team = cp.namespace("leader").await?;
+    // the shipped leader-election Role grants Leases in the operator's namespace only
+    let lease_name = format!("iio-e2e-{}", team.name());
     let replica = |identity: &str| Config {
         namespaces: vec![team.name().to_string()],
         leader_election: Some(LeaderElection {
-            namespace: team.name().to_string(),
-            lease_name: "iio-e2e".into(),
+            namespace: OPERATOR_NAMESPACE.to_string(),
+            lease_name: lease_name.clone(),
             lease_duration_seconds: 4,
             renew_grace_seconds: 1,
         }),
         identity: identity.to_string(),
         ..Config::default()
     };
-    let one = Operator::start_config(client.clone(), replica("one")).await?;
-    let two = Operator::start_config(client.clone(), replica("two")).await?;
+    let one = Operator::start_config(operator_client(cp).await?, replica("one")).await?;
+    let two = Operator::start_config(operator_client(cp).await?, replica("two")).await?;
     let (leader, standby, leader_name, standby_name) = eventually("one replica leads", || async {
         Ok(match (leads(&one).await?, leads(&two).await?) {
             (true, false) => Some(true),
@@ -1181,8 +1222,8 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_stops() -
     })?;
 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), team.name());
-    let lease = leases.get("iio-e2e").await?;
+        Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let lease = leases.get(&lease_name).await?;
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(leader_name)
@@ -1228,7 +1269,7 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_stops() -
         strings(&vs.data["spec"]["hosts"]),
         ["webapp.example.com", "www.example.com"]
     );
-    let lease = leases.get("iio-e2e").await?;
+    let lease = leases.get(&lease_name).await?;
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some(standby_name)
@@ -1248,7 +1289,7 @@ async fn a_selector_limits_which_meshservices_are_reconciled() -> Result<()> {
         identity: "e2e-selector".into(),
         ..Config::default()
     };
-    let operator = Operator::start_config(client.clone(), config).await?;
+    let operator = Operator::start_config(operator_client(cp).await?, config).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let labelled = |name: &str, team: &str| -> Result<MeshService> {
         let mut ms = meshservice(
@@ -1283,7 +1324,7 @@ async fn the_operator_rides_out_an_apiserver_restart() -> Result<()> {
     let cp = own_control_plane().await?;
     let client = cp.client()?;
     let team = cp.namespace("apiserver-restart").await?;
-    let operator = Operator::start(client.clone(), &[team.name()]).await?;
+    let operator = Operator::start(operator_client(&cp).await?, &[team.name()]).await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
     let spec =
         json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
