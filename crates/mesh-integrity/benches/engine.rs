@@ -55,7 +55,7 @@ fn sqlite_memory() -> i64 {
 fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
     let ns = format!("ns{}", i % 100);
     let mut dest = json!({"host": format!("svc{i}"), "port": {"number": 80}});
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         dest["subset"] = json!("v1");
     }
     if i % 100 == 99 {
@@ -64,7 +64,7 @@ fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
     if variant > 0 {
         dest["port"] = json!({"number": 80 + (variant % 2) as u32});
     }
-    let (hosts, gateways) = if i % 2 == 0 && n_gw > 0 {
+    let (hosts, gateways) = if i.is_multiple_of(2) && n_gw > 0 {
         let g = i % n_gw;
         (
             json!([format!("vs{i}.gw{g}.example.com")]),
@@ -93,7 +93,7 @@ fn mesh(n: usize) -> Vec<Value> {
         out.push(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": format!("svc{i}"), "namespace": ns, "labels": {"app": format!("svc{i}")}},
             "spec": {"selector": {"app": format!("svc{i}")}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
                 "metadata": {"name": format!("svc{i}"), "namespace": ns},
                 "spec": {"host": format!("svc{i}"), "subsets": [{"name": "v1", "labels": {"version": "v1"}}]}}));
@@ -130,23 +130,36 @@ fn run(n: usize, events: usize) {
     let report = engine.check().expect("check");
     let check = started.elapsed();
     let summary = (report.summary.total, report.summary.by_code.clone());
+    let mut slowest: Vec<(f64, String)> = report
+        .durations
+        .by_rule_ms
+        .iter()
+        .map(|(k, v)| (*v, k.clone()))
+        .collect();
+    slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if std::env::var_os("MESH_BENCH_PROFILE").is_some() {
+        println!("  slowest analyses: {:?}", &slowest[..slowest.len().min(6)]);
+    }
     drop(report);
     let heap_engine = HEAP.load(Ordering::Relaxed) - heap_input + heap_values;
     let sqlite_engine = sqlite_memory() - sqlite_before;
 
     let n_gw = (n / 10).max(1);
     let mut times = Vec::with_capacity(events);
+    let mut upserts = Vec::with_capacity(events);
     for e in 0..events {
         let i = (e * 7919) % n;
         let value = vs(i, n_gw, e + 1);
         let key = ObjectKey::virtual_service(&format!("ns{}", i % 100), &format!("vs{i}"));
         let started = Instant::now();
         engine.upsert(SourceObject::new(value)).expect("upsert");
+        upserts.push(started.elapsed());
         let findings = engine.findings_for(&key).expect("findings_for");
         times.push(started.elapsed());
         std::hint::black_box(findings);
     }
     times.sort();
+    upserts.sort();
     let per_object = (heap_engine as f64 + sqlite_engine as f64) / count as f64;
     println!(
         "N_VS={n} objects={count} ({} by kind: {:?})",
@@ -172,6 +185,11 @@ fn run(n: usize, events: usize) {
         events,
         percentile(&times, 0.5).as_secs_f64() * 1e6,
         percentile(&times, 0.99).as_secs_f64() * 1e6
+    );
+    println!(
+        "    of which upsert: median {:.1} us, p99 {:.1} us",
+        percentile(&upserts, 0.5).as_secs_f64() * 1e6,
+        percentile(&upserts, 0.99).as_secs_f64() * 1e6
     );
     println!(
         "  memory: Rust heap {:.1} MB + SQLite {:.1} MB = {:.0} B/object",

@@ -397,6 +397,7 @@ impl Engine {
         let ctx = Ctx::new(&self.conn);
         let mut findings = Vec::new();
         let mut suppressed = 0u64;
+        let mut by_rule_ms = BTreeMap::new();
         let mut coverage = Coverage {
             pods: present.iter().any(|k| k == "Pod"),
             secrets: present.iter().any(|k| k == "Secret"),
@@ -414,6 +415,7 @@ impl Engine {
                 }
                 continue;
             }
+            let analysis_started = Instant::now();
             let rows = query_rows(&self.conn, &self.full_sql[i], [])?;
             let hits = build_hits(&ctx, analysis, rows)?;
             for hit in hits {
@@ -422,6 +424,10 @@ impl Engine {
                     None => suppressed += 1,
                 }
             }
+            by_rule_ms.insert(
+                analysis.rules[0].name.to_string(),
+                analysis_started.elapsed().as_secs_f64() * 1e3,
+            );
         }
         for missing in ["Pod", "Secret", "Namespace"] {
             let skipped: Vec<&str> = rules::analyses()
@@ -447,6 +453,7 @@ impl Engine {
             durations: Durations {
                 ingest_ms: self.last_ingest.map(|d| d.as_secs_f64() * 1e3),
                 check_ms: started.elapsed().as_secs_f64() * 1e3,
+                by_rule_ms,
             },
             coverage,
         })

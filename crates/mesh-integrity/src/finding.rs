@@ -212,6 +212,8 @@ pub struct Durations {
     pub ingest_ms: Option<f64>,
     /// This check.
     pub check_ms: f64,
+    /// Time spent in each analysis of this check, keyed by its (first) rule name.
+    pub by_rule_ms: BTreeMap<String, f64>,
 }
 
 /// A rule that did not run, and why.

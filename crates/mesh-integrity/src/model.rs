@@ -49,6 +49,12 @@ impl SourceObject {
     }
 }
 
+impl From<&Value> for SourceObject {
+    fn from(value: &Value) -> Self {
+        SourceObject::new(value.clone())
+    }
+}
+
 impl From<Value> for SourceObject {
     fn from(value: Value) -> Self {
         SourceObject::new(value)

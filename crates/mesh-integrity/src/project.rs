@@ -57,6 +57,11 @@ pub(crate) struct Server {
     pub credential: Option<String>,
 }
 
+/// (number, name, protocol, targetPort)
+pub(crate) type PortRow = (i64, Option<String>, Option<String>, Option<i64>);
+/// (serviceName, gateway namespace, gateway name, managed, credentialName)
+pub(crate) type MsRow = (String, Option<String>, Option<String>, bool, Option<String>);
+
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Rows {
     pub export_to: Vec<(String, String)>, // (resolved scope, raw)
@@ -70,13 +75,13 @@ pub(crate) struct Rows {
     pub selector: Vec<(String, String)>,
     pub label: Vec<(String, String)>,
     pub provider: Vec<(String, String, String)>, // (scope, raw, fqdn)
-    pub port: Vec<(i64, Option<String>, Option<String>, Option<i64>)>,
+    pub port: Vec<PortRow>,
     pub service: Option<i64>,
     pub dr: Option<(String, String, String, bool, i64)>, // host, fqdn, skey, export_all, n_subsets
     pub dr_subset: Vec<String>,
     pub sidecar: Option<i64>,
     pub secret: Option<Option<String>>,
-    pub ms: Option<(String, Option<String>, Option<String>, bool, Option<String>)>,
+    pub ms: Option<MsRow>,
     pub ms_host: Vec<(String, String)>,
     pub ms_port: Vec<(i64, String)>,
     pub undecodable: Option<String>,
@@ -269,10 +274,12 @@ fn fill(p: &mut Projection, value: &Value) -> R<()> {
         if p.key.kind == "Pod" && p.key.group.is_empty() {
             p.rows.label = labels;
         }
-        if p.key.kind == "Service" && p.key.group.is_empty() {
-            if let Some((_, v)) = annotations
+        if p.key.kind == "Service"
+            && p.key.group.is_empty()
+            && let Some((_, v)) = annotations
                 .iter()
                 .find(|(k, _)| k == SERVICE_EXPORT_TO_ANNOTATION)
+        {
             {
                 let entries: Vec<String> = v
                     .split(',')

@@ -35,10 +35,10 @@ pub fn apply_action(
                 .object
                 .clone()
                 .ok_or_else(|| RepairError::TargetNotFound("create without object".into()))?;
-            if let Some(key) = ObjectKey::from_value(&object, default_namespace) {
-                if let Some(i) = find(objects, &key) {
-                    objects.remove(i);
-                }
+            if let Some(key) = ObjectKey::from_value(&object, default_namespace)
+                && let Some(i) = find(objects, &key)
+            {
+                objects.remove(i);
             }
             objects.push(SourceObject::new(object));
             Ok(true)
