@@ -209,46 +209,62 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
             return EXIT_BAD_INPUT;
         }
     };
-    // Each text is parsed and ingested as soon as it is read and its objects dropped, so memory
-    // holds one file's objects at a time, not the whole tree's.
+    let mut texts: Vec<input::Source> = Vec::new();
+    let (sources, read_problems) = input::gather(&paths, stdin, &mut |source| texts.push(source));
+
+    // Parsing (YAML) and ingesting (SQLite) cost about the same; on a second core they overlap:
+    // a parser thread sends each file's objects, in order, to this thread, which ingests them and
+    // drops them, so memory holds the texts and a few files' objects, never the whole tree's.
     let mut parse_problems: Vec<InputProblem> = Vec::new();
     let mut engine_failure: Option<String> = None;
     let mut graph_objects: Vec<graph::GraphObject> = Vec::new();
     // The engine names related objects without their file; SARIF's related locations are only
     // clickable with one, so remember where each object was read.
     let mut origins: HashMap<(String, String, String), (String, u32)> = HashMap::new();
-    let (sources, read_problems) = input::gather(&paths, stdin, &mut |source| {
-        let objects = match mesh_integrity::parse_documents(&source.text, &source.name) {
-            Ok(objects) => objects,
-            Err(error) => {
-                parse_problems.push(InputProblem {
-                    name: format!("{}:{}:{}", error.file, error.line, error.column),
-                    message: error.message,
-                });
-                return;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(8);
+        scope.spawn(move || {
+            for source in texts {
+                let parsed = mesh_integrity::parse_documents(&source.text, &source.name);
+                if sender.send(parsed).is_err() {
+                    break;
+                }
             }
-        };
-        if args.graph.is_some() {
-            graph_objects.extend(
-                objects
-                    .iter()
-                    .filter_map(|o| graph::GraphObject::from_value(&o.value, &args.namespace)),
-            );
-        }
-        if args.format == Format::Sarif {
-            origins.extend(objects.iter().filter_map(|object| {
-                let key = mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
-                let origin = object.origin.as_ref()?;
-                Some((
-                    (key.kind, key.namespace, key.name),
-                    (origin.file.clone(), origin.line),
-                ))
-            }));
-        }
-        if engine_failure.is_none()
-            && let Err(message) = session.ingest(objects)
-        {
-            engine_failure = Some(message);
+        });
+        for parsed in receiver {
+            let objects = match parsed {
+                Ok(objects) => objects,
+                Err(error) => {
+                    parse_problems.push(InputProblem {
+                        name: format!("{}:{}:{}", error.file, error.line, error.column),
+                        message: error.message,
+                    });
+                    continue;
+                }
+            };
+            if args.graph.is_some() {
+                graph_objects.extend(
+                    objects
+                        .iter()
+                        .filter_map(|o| graph::GraphObject::from_value(&o.value, &args.namespace)),
+                );
+            }
+            if args.format == Format::Sarif {
+                origins.extend(objects.iter().filter_map(|object| {
+                    let key =
+                        mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
+                    let origin = object.origin.as_ref()?;
+                    Some((
+                        (key.kind, key.namespace, key.name),
+                        (origin.file.clone(), origin.line),
+                    ))
+                }));
+            }
+            if engine_failure.is_none()
+                && let Err(message) = session.ingest(objects)
+            {
+                engine_failure = Some(message);
+            }
         }
     });
     let read_time = started.elapsed();
