@@ -17,19 +17,14 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["Gateway"],
     sql: "WITH pairs AS ( \
-            SELECT a.obj, a.port, a.host AS ahost, b.obj AS other, b.host AS bhost FROM gw_server a \
-              JOIN gw_server b ON b.port = a.port AND b.obj <> a.obj \
-              WHERE a.wild = 1 AND {t} AND b.host <> '' AND a.host <> b.host AND host_matches(a.host, b.host) \
-                AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns) \
-            UNION ALL \
-            SELECT a.obj, a.port, a.host, b.obj, b.host FROM gw_server b \
-              JOIN gw_server a ON a.port = b.port AND a.obj <> b.obj \
-              WHERE b.wild = 1 AND a.wild = 0 AND {t} AND a.host <> '' AND a.host <> b.host AND host_matches(a.host, b.host) \
-                AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)) \
-          SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, ga.sel FROM pairs p \
-            JOIN gateway ga ON ga.obj = p.obj JOIN gateway gb ON gb.obj = p.other AND gb.sel = ga.sel \
+            SELECT a.obj, a.port, a.host AS ahost, b.obj AS other, b.host AS bhost, ga.sel \
+            FROM gateway ga CROSS JOIN gateway gb ON gb.sel = ga.sel AND gb.obj <> ga.obj \
+              CROSS JOIN gw_server a ON a.obj = ga.obj CROSS JOIN gw_server b ON b.obj = gb.obj AND b.port = a.port \
+            WHERE {t} AND (a.wild = 1 OR b.wild = 1) AND a.host <> '' AND b.host <> '' AND a.host <> b.host \
+              AND host_matches(a.host, b.host) AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)) \
+          SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, p.sel FROM pairs p \
           GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
-    targets: &[("{t}", "a.obj = ?1")],
+    targets: &[("{t}", "ga.obj = ?1")],
     once_per_object: false,
     build,
 };

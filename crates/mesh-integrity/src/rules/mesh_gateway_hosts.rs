@@ -20,21 +20,21 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["VirtualService"],
     sql: "WITH a AS MATERIALIZED (SELECT rowid AS rid, obj, scope, fqdn, wild FROM mesh_host WHERE {t}), \
-          pairs AS ( \
-            SELECT a.obj, a.scope, a.fqdn, b.obj AS other FROM a JOIN mesh_host b \
+          pairs AS MATERIALIZED ( \
+            SELECT a.obj, a.scope, a.fqdn, b.obj AS other FROM a CROSS JOIN mesh_host b \
               ON b.fqdn = a.fqdn AND b.scope = a.scope AND b.rowid <> a.rid \
             UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
               ON b.fqdn = a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
             UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
               ON b.wild = 1 AND b.fqdn <> a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
                  AND host_matches(a.fqdn, b.fqdn) \
             UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a JOIN mesh_host b \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
               ON a.wild = 1 AND b.wild = 0 AND b.fqdn <> a.fqdn AND b.obj <> a.obj \
                  AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn)), \
-          first AS (SELECT obj, min(scope || char(1) || fqdn) AS k FROM pairs GROUP BY obj) \
+          first AS MATERIALIZED (SELECT obj, min(scope || char(1) || fqdn) AS k FROM pairs GROUP BY obj) \
           SELECT p.obj, p.scope, p.fqdn, group_concat(DISTINCT p.other) FROM pairs p \
             JOIN first f ON f.obj = p.obj AND f.k = p.scope || char(1) || p.fqdn \
           GROUP BY p.obj ORDER BY p.obj",

@@ -37,26 +37,26 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             FROM ms m JOIN ms_host h ON h.obj = m.obj JOIN ms_port p ON p.obj = m.obj JOIN msk k ON k.id = m.obj), \
           mvh AS ( \
             SELECT a.obj AS ms, a.gw, a.host, a.hidx, a.port, a.key, h.obj AS vs, h.host AS vhost, h.idx AS vidx \
-              FROM mc a JOIN vs_host h ON h.fqdn = a.fqdn \
+              FROM mc a CROSS JOIN vs_host h ON h.fqdn = a.fqdn \
             UNION ALL \
             SELECT a.obj, a.gw, a.host, a.hidx, a.port, a.key, h.obj, h.host, h.idx \
-              FROM mc a JOIN vs_host h ON h.wild = 1 AND h.fqdn <> a.fqdn AND host_matches(a.fqdn, h.fqdn) \
+              FROM mc a CROSS JOIN vs_host h ON h.wild = 1 AND h.fqdn <> a.fqdn AND host_matches(a.fqdn, h.fqdn) \
             UNION ALL \
             SELECT a.obj, a.gw, a.host, a.hidx, a.port, a.key, h.obj, h.host, h.idx \
-              FROM mc a JOIN vs_host h ON a.wild = 1 AND h.wild = 0 AND h.fqdn <> a.fqdn AND host_matches(a.fqdn, h.fqdn)), \
+              FROM mc a CROSS JOIN vs_host h ON a.wild = 1 AND h.wild = 0 AND h.fqdn <> a.fqdn AND host_matches(a.fqdn, h.fqdn)), \
           mv AS MATERIALIZED ( \
-            SELECT x.* FROM mvh x JOIN object vo ON vo.id = x.vs \
+            SELECT x.* FROM mvh x CROSS JOIN object vo ON vo.id = x.vs \
             WHERE (vo.owner IS NULL OR vo.owner NOT IN (SELECT k FROM msk)) \
               AND ((x.gw = 'mesh' AND EXISTS (SELECT 1 FROM vs v WHERE v.obj = x.vs AND v.mesh = 1)) \
                 OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj = x.vs AND g.gw_ns || '/' || g.gw_name = x.gw))), \
           mg AS MATERIALIZED ( \
             SELECT a.obj AS ms, a.gw, a.host, a.hidx, a.port, s.obj AS gwobj, s.host AS ghost FROM mc a \
-              JOIN gateway gb ON gb.sel = a.sel \
+              CROSS JOIN gateway gb ON gb.sel = a.sel \
               JOIN object go ON go.id = gb.obj AND go.managed = 0 AND (go.ns || '/' || go.name) <> a.gw \
               JOIN gw_server s ON s.obj = gb.obj AND s.port = a.port AND s.host <> '' \
             WHERE s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))), \
           pairs AS ( \
-            SELECT a.obj AS loser, b.obj AS other, a.gw, a.host, a.hidx, a.port FROM mc a JOIN mc b \
+            SELECT a.obj AS loser, b.obj AS other, a.gw, a.host, a.hidx, a.port FROM mc a CROSS JOIN mc b \
               ON b.gw = a.gw AND b.port = a.port AND b.obj <> a.obj \
              AND (b.fqdn = a.fqdn OR ((a.wild OR b.wild) AND host_matches(a.fqdn, b.fqdn))) \
             UNION ALL SELECT ms, vs, gw, host, hidx, port FROM mv \
@@ -65,7 +65,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             UNION ALL SELECT gwobj, ms, gw, ghost, NULL, port FROM mg) \
           SELECT p.loser, p.gw, p.host, p.hidx, p.port, p.other, \
                  min(coalesce(ow.created, '~') || char(1) || ow.ns || char(1) || ow.name || char(1) || ow.kind) AS wkey \
-          FROM pairs p JOIN object ol ON ol.id = p.loser JOIN object ow ON ow.id = p.other \
+          FROM pairs p CROSS JOIN object ol ON ol.id = p.loser CROSS JOIN object ow ON ow.id = p.other \
           WHERE {t} AND (coalesce(ow.created, '~'), ow.ns, ow.name, ow.kind) < (coalesce(ol.created, '~'), ol.ns, ol.name, ol.kind) \
           GROUP BY p.loser, p.gw, p.host, p.port ORDER BY p.loser, p.gw, p.host, p.port",
     targets: &[("{t}", "p.loser = ?1")],

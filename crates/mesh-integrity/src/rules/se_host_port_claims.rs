@@ -18,7 +18,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     reports_on: &["ServiceEntry"],
     sql: "SELECT pa.obj, pa.raw, pta.number, group_concat(DISTINCT pb.obj) FROM provider pa \
           JOIN object oa ON oa.id = pa.obj AND oa.kind = 'ServiceEntry' \
-          JOIN provider pb ON pb.fqdn = pa.fqdn AND pb.obj <> pa.obj AND (pb.scope = pa.scope OR pb.scope = '*' OR pa.scope = '*') \
+          CROSS JOIN provider pb ON pb.fqdn = pa.fqdn AND pb.obj <> pa.obj AND (pb.scope = pa.scope OR pb.scope = '*' OR pa.scope = '*') \
           JOIN object ob ON ob.id = pb.obj AND ob.kind = 'ServiceEntry' AND ob.ns <> oa.ns \
           JOIN port pta ON pta.obj = pa.obj JOIN port ptb ON ptb.obj = pb.obj AND ptb.number = pta.number \
           WHERE {t} GROUP BY pa.obj, pa.fqdn, pta.number ORDER BY pa.obj, pa.fqdn, pta.number",

@@ -16,18 +16,20 @@ pub(crate) static RULE: RuleInfo = rule(
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["ServiceEntry"],
-    sql: "WITH e AS MATERIALIZED (SELECT p.obj, p.scope, p.raw AS host, pt.number AS port, upper(coalesce(pt.protocol, '')) AS proto \
-              FROM provider p JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry' JOIN port pt ON pt.obj = p.obj), \
-          keys AS (SELECT DISTINCT scope, host, port FROM e WHERE {t}), \
-          members AS MATERIALIZED (SELECT k.scope, k.host, k.port, e.obj, e.proto FROM keys k JOIN e \
-              ON e.host = k.host AND e.port = k.port AND (e.scope = k.scope OR e.scope = '*')), \
-          bad AS (SELECT scope, host, port, group_concat(DISTINCT proto) AS protos, group_concat(DISTINCT obj) AS objs \
+    sql: "WITH keys AS MATERIALIZED (SELECT DISTINCT p.scope, p.raw AS host, pt.number AS port \
+              FROM provider p CROSS JOIN port pt ON pt.obj = p.obj JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry' \
+              WHERE {t}), \
+          members AS MATERIALIZED (SELECT k.scope, k.host, k.port, e.obj, upper(coalesce(pt.protocol, '')) AS proto \
+              FROM keys k CROSS JOIN provider e ON e.raw = k.host AND (e.scope = k.scope OR e.scope = '*') \
+              CROSS JOIN port pt ON pt.obj = e.obj AND pt.number = k.port \
+              JOIN object o ON o.id = e.obj AND o.kind = 'ServiceEntry'), \
+          bad AS MATERIALIZED (SELECT scope, host, port, group_concat(DISTINCT proto) AS protos, group_concat(DISTINCT obj) AS objs \
               FROM members GROUP BY scope, host, port HAVING count(DISTINCT proto) > 1) \
           SELECT m.obj, b.scope, b.host, b.port, b.protos, b.objs FROM bad b \
-            JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
+            CROSS JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
           WHERE {t2} GROUP BY m.obj, b.scope, b.host, b.port ORDER BY m.obj, b.scope, b.host, b.port",
     targets: &[
-        ("{t}", "e.host IN (SELECT raw FROM provider WHERE obj = ?1)"),
+        ("{t}", "p.raw IN (SELECT raw FROM provider WHERE obj = ?1)"),
         ("{t2}", "m.obj = ?1"),
     ],
     once_per_object: true,

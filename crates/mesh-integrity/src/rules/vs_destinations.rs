@@ -53,24 +53,27 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&HOST, &MIRROR, &PORT, &SELECTOR],
     reports_on: &["VirtualService"],
     sql: "WITH d AS MATERIALIZED ( \
-            SELECT d.rowid AS did, d.obj, d.idx, d.mirror, d.host, d.fqdn, d.port, d.path, o.ns \
+            SELECT d.rowid AS did, d.obj, d.host, d.fqdn, o.ns \
             FROM dest d JOIN object o ON o.id = d.obj WHERE {t}), \
-          m1 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d JOIN provider p ON p.fqdn = d.fqdn AND p.scope = '*'), \
-          m2 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d JOIN provider p ON p.fqdn = d.fqdn \
+          m1 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d CROSS JOIN provider p ON p.fqdn = d.fqdn AND p.scope = '*'), \
+          m2 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d CROSS JOIN provider p ON p.fqdn = d.fqdn \
             WHERE d.did NOT IN (SELECT did FROM m1) \
               AND p.scope IN (SELECT e.scope FROM export_to e WHERE e.obj = d.obj \
                               UNION ALL SELECT d.ns WHERE NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = d.obj))), \
-          m3 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d JOIN provider p ON p.wild = 1 AND (p.scope = '*' OR p.scope = d.ns) \
+          m3 AS MATERIALIZED (SELECT d.did, p.obj AS pobj FROM d CROSS JOIN provider p ON p.wild = 1 AND (p.scope = '*' OR p.scope = d.ns) \
             WHERE d.did NOT IN (SELECT did FROM m1) AND d.did NOT IN (SELECT did FROM m2) \
               AND ends_with(CASE WHEN substr(d.host, 1, 1) = '*' THEN substr(d.host, 2) ELSE d.host END, p.suffix)), \
-          m AS (SELECT did, pobj FROM m1 UNION SELECT did, pobj FROM m2 UNION SELECT did, pobj FROM m3), \
-          agg AS (SELECT m.did, group_concat(DISTINCT m.pobj) AS providers, count(DISTINCT pt.number) AS nports, \
-                         max(pt.number = d.port) AS port_ok \
-                  FROM m JOIN d ON d.did = m.did LEFT JOIN port pt ON pt.obj = m.pobj GROUP BY m.did) \
-          SELECT d.obj, d.idx, d.mirror, d.host, d.fqdn, d.port, d.path, agg.providers, coalesce(agg.nports, 0) \
-          FROM d LEFT JOIN agg ON agg.did = d.did \
-          WHERE agg.did IS NULL OR (d.port IS NULL AND agg.nports > 1) OR (d.port IS NOT NULL AND coalesce(agg.port_ok, 0) = 0) \
-          ORDER BY d.obj, d.idx",
+          m AS MATERIALIZED (SELECT did, pobj FROM m1 UNION SELECT did, pobj FROM m2 UNION SELECT did, pobj FROM m3), \
+          agg AS MATERIALIZED (SELECT m.did, group_concat(DISTINCT m.pobj) AS providers, count(DISTINCT pt.number) AS nports, \
+                         max(pt.number = x.port) AS port_ok \
+                  FROM m CROSS JOIN dest x ON x.rowid = m.did LEFT JOIN port pt ON pt.obj = m.pobj GROUP BY m.did) \
+          SELECT x.obj, x.idx, x.mirror, x.host, x.fqdn, x.port, x.path, agg.providers, agg.nports \
+          FROM agg CROSS JOIN dest x ON x.rowid = agg.did \
+          WHERE (x.port IS NULL AND agg.nports > 1) OR (x.port IS NOT NULL AND coalesce(agg.port_ok, 0) = 0) \
+          UNION ALL \
+          SELECT x.obj, x.idx, x.mirror, x.host, x.fqdn, x.port, x.path, NULL, 0 \
+          FROM d CROSS JOIN dest x ON x.rowid = d.did WHERE d.did NOT IN (SELECT did FROM m) \
+          ORDER BY 1, 2",
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     build,
