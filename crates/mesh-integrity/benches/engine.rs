@@ -158,6 +158,11 @@ fn run(n: usize, events: usize) {
         times.push(started.elapsed());
         std::hint::black_box(findings);
     }
+    if std::env::var_os("MESH_BENCH_PROFILE").is_some() {
+        let key = ObjectKey::virtual_service("ns1", "vs1");
+        let (_, timings) = engine.findings_for_profiled(&key).expect("profile");
+        println!("  targeted analyses for {key}: {timings:?}");
+    }
     times.sort();
     upserts.sort();
     let per_object = (heap_engine as f64 + sqlite_engine as f64) / count as f64;

@@ -201,7 +201,7 @@ impl Engine {
 
     fn with_connection(mut conn: Connection) -> Result<Engine, Error> {
         conn.execute_batch(
-            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA foreign_keys = OFF;",
+            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;",
         )?;
         let _ = conn.pragma_update(None, "journal_mode", "MEMORY");
         register_functions(&conn)?;
@@ -462,8 +462,18 @@ impl Engine {
     /// The findings reported on one object (indexed: the rules run restricted to it). Same
     /// findings as the object's share of [`Engine::check`].
     pub fn findings_for(&self, key: &ObjectKey) -> Result<Vec<Finding>, Error> {
+        Ok(self.findings_for_profiled(key)?.0)
+    }
+
+    /// [`Engine::findings_for`] with the time each analysis took (for benchmarks and tuning).
+    #[doc(hidden)]
+    pub fn findings_for_profiled(
+        &self,
+        key: &ObjectKey,
+    ) -> Result<(Vec<Finding>, Vec<(&'static str, Duration)>), Error> {
+        let mut timings = Vec::new();
         let Some(id) = self.object_id(key)? else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), timings));
         };
         let present = self.present_kinds()?;
         let ctx = Ctx::new(&self.conn);
@@ -474,6 +484,7 @@ impl Engine {
             {
                 continue;
             }
+            let started = Instant::now();
             let rows = query_rows(&self.conn, &self.targeted_sql[i], [id])?;
             for hit in build_hits(&ctx, analysis, rows)? {
                 if hit.obj != id {
@@ -483,9 +494,10 @@ impl Engine {
                     findings.push(f);
                 }
             }
+            timings.push((analysis.rules[0].name, started.elapsed()));
         }
         sort_findings(&mut findings);
-        Ok(findings)
+        Ok((findings, timings))
     }
 
     fn finish(&self, ctx: &Ctx, hit: Hit) -> Result<Option<Finding>, Error> {
