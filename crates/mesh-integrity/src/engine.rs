@@ -282,9 +282,31 @@ impl Engine {
         let started = Instant::now();
         let mut stats = IngestStats::default();
         let tx = self.conn.transaction()?;
+        // Into an empty engine, build the projection indexes once at the end: much faster than
+        // maintaining them row by row. (`object`'s own indexes stay: ingestion looks keys up.)
+        let empty: bool =
+            tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?;
+        let mut deferred: Vec<String> = Vec::new();
+        if empty {
+            let indexes: Vec<(String, String)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+                     AND tbl_name NOT IN ('object', 'refinery_schema_history') ORDER BY name",
+                )?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (name, sql) in indexes {
+                tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+                deferred.push(sql);
+            }
+        }
         for object in objects {
             let object: SourceObject = object.into();
             store_object(&tx, &self.options, &object, &mut stats)?;
+        }
+        for sql in &deferred {
+            tx.execute_batch(sql)?;
         }
         tx.commit()?;
         self.last_ingest = Some(started.elapsed());
@@ -416,6 +438,9 @@ impl Engine {
                 continue;
             }
             let analysis_started = Instant::now();
+            if !self.guard_open(analysis)? {
+                continue;
+            }
             let rows = query_rows(&self.conn, &self.full_sql[i], [])?;
             let hits = build_hits(&ctx, analysis, rows)?;
             for hit in hits {
@@ -485,6 +510,9 @@ impl Engine {
                 continue;
             }
             let started = Instant::now();
+            if !self.guard_open(analysis)? {
+                continue;
+            }
             let rows = query_rows(&self.conn, &self.targeted_sql[i], [id])?;
             for hit in build_hits(&ctx, analysis, rows)? {
                 if hit.obj != id {
@@ -498,6 +526,13 @@ impl Engine {
         }
         sort_findings(&mut findings);
         Ok((findings, timings))
+    }
+
+    fn guard_open(&self, analysis: &Analysis) -> Result<bool, Error> {
+        match analysis.guard {
+            None => Ok(true),
+            Some(sql) => Ok(self.conn.prepare_cached(sql)?.query_row([], |r| r.get(0))?),
+        }
     }
 
     fn finish(&self, ctx: &Ctx, hit: Hit) -> Result<Option<Finding>, Error> {

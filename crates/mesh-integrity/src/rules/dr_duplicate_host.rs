@@ -22,6 +22,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY a.obj ORDER BY a.obj",
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

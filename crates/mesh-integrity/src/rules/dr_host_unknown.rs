@@ -26,6 +26,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY dr.obj",
     targets: &[("{t}", "dr.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

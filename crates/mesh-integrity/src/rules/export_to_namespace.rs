@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY e.obj, e.raw ORDER BY e.obj, e.raw",
     targets: &[("{t}", "e.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

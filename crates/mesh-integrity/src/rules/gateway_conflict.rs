@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY sa.obj, sa.port, sa.raw ORDER BY sa.obj, sa.port, sa.raw",
     targets: &[("{t}", "sa.obj = ?1")],
     once_per_object: true,
+    guard: None,
     build,
 };
 

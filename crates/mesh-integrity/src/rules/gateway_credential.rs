@@ -27,6 +27,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY s.obj, s.sidx",
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

@@ -22,6 +22,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY g.obj",
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

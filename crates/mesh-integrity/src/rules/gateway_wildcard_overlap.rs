@@ -26,6 +26,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
     targets: &[("{t}", "ga.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

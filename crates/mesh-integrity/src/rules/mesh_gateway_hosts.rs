@@ -40,6 +40,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY p.obj ORDER BY p.obj",
     targets: &[("{t}", "obj = ?1")],
     once_per_object: true,
+    guard: None,
     build,
 };
 

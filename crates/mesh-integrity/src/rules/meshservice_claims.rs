@@ -70,6 +70,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           GROUP BY p.loser, p.gw, p.host, p.port ORDER BY p.loser, p.gw, p.host, p.port",
     targets: &[("{t}", "p.loser = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
     build,
 };
 

@@ -33,6 +33,7 @@ pub(crate) static NOT_FOUND: Analysis = Analysis {
           ORDER BY m.obj",
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
     build: build_not_found,
 };
 
@@ -50,6 +51,7 @@ pub(crate) static NOT_SERVED: Analysis = Analysis {
           GROUP BY m.obj, h.idx ORDER BY m.obj, h.idx",
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
     build: build_not_served,
 };
 

@@ -31,6 +31,7 @@ pub(crate) static SERVICE: Analysis = Analysis {
           WHERE {t} AND (s.owner IS NULL OR s.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
     build: build_service,
 };
 
@@ -42,6 +43,7 @@ pub(crate) static VIRTUAL_SERVICE: Analysis = Analysis {
           WHERE {t} AND (v.owner IS NULL OR v.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
     build: build_vs,
 };
 

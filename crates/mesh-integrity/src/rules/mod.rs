@@ -114,6 +114,8 @@ pub(crate) struct Analysis {
     pub targets: &'static [(&'static str, &'static str)],
     /// Keep only the first row per reported object.
     pub once_per_object: bool,
+    /// A cheap `SELECT EXISTS (...)`: when it is false the analysis cannot find anything and is skipped.
+    pub guard: Option<&'static str>,
     pub build: fn(&Ctx, &Row) -> Result<Option<Hit>, Error>,
 }
 

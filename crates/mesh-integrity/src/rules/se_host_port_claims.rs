@@ -24,6 +24,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           WHERE {t} GROUP BY pa.obj, pa.fqdn, pta.number ORDER BY pa.obj, pa.fqdn, pta.number",
     targets: &[("{t}", "pa.obj = ?1")],
     once_per_object: true,
+    guard: None,
     build,
 };
 

@@ -33,6 +33,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
         ("{t2}", "m.obj = ?1"),
     ],
     once_per_object: true,
+    guard: None,
     build,
 };
 

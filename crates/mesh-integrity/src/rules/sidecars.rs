@@ -41,6 +41,7 @@ pub(crate) static NO_POD: Analysis = Analysis {
           ORDER BY sc.obj",
     targets: &[("{t}", "sc.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
     build: build_no_pod,
 };
 
@@ -54,6 +55,7 @@ pub(crate) static CONFLICT: Analysis = Analysis {
           WHERE {t} AND a.sel_n > 0 GROUP BY a.obj ORDER BY a.obj",
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
     build: build_conflict,
 };
 
@@ -66,6 +68,7 @@ pub(crate) static MULTIPLE: Analysis = Analysis {
           WHERE {t} AND a.sel_n = 0 GROUP BY a.obj ORDER BY a.obj",
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
     build: build_multiple,
 };
 

@@ -19,6 +19,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     sql: "SELECT u.obj, u.message FROM undecodable u WHERE {t} ORDER BY u.obj",
     targets: &[("{t}", "u.obj = ?1")],
     once_per_object: false,
+    guard: Some("SELECT EXISTS (SELECT 1 FROM undecodable)"),
     build,
 };
 

@@ -76,6 +76,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY 1, 2",
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

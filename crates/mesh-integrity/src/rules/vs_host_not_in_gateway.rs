@@ -30,6 +30,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY g.obj, g.idx",
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 

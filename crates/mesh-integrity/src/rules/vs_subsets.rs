@@ -27,6 +27,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           ORDER BY d.obj, d.idx",
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
+    guard: None,
     build,
 };
 
