@@ -34,6 +34,9 @@ pub struct Engine {
     targeted_sql: Vec<String>,
 }
 
+/// Time each analysis took, by (first) rule name.
+pub type AnalysisTimings = Vec<(&'static str, Duration)>;
+
 /// What the engine knows about one stored object.
 #[derive(Debug, Clone)]
 pub(crate) struct ObjInfo {
@@ -495,7 +498,7 @@ impl Engine {
     pub fn findings_for_profiled(
         &self,
         key: &ObjectKey,
-    ) -> Result<(Vec<Finding>, Vec<(&'static str, Duration)>), Error> {
+    ) -> Result<(Vec<Finding>, AnalysisTimings), Error> {
         let mut timings = Vec::new();
         let Some(id) = self.object_id(key)? else {
             return Ok((Vec::new(), timings));

@@ -48,7 +48,9 @@ fn v1_migrated_to_latest_equals_fresh_latest() {
     assert_eq!(schema(engine.connection()), schema(&fresh));
     // a batch into an empty engine defers its indexes: afterwards the schema is unchanged
     engine
-        .ingest_batch(vec![serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}})])
+        .ingest_batch(vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}),
+        ])
         .unwrap();
     assert_eq!(schema(engine.connection()), schema(&fresh));
 }
