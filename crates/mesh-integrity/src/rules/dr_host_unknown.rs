@@ -24,6 +24,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             AND NOT EXISTS (SELECT 1 FROM provider p WHERE p.wild = 1 AND (p.scope = '*' OR p.scope = o.ns) \
                   AND ends_with(CASE WHEN substr(dr.host, 1, 1) = '*' THEN substr(dr.host, 2) ELSE dr.host END, p.suffix)) \
           ORDER BY dr.obj",
+    targeted_sql: None,
     targets: &[("{t}", "dr.obj = ?1")],
     once_per_object: false,
     guard: None,

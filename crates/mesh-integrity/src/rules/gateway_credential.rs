@@ -25,6 +25,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           WHERE gp.pns IS NOT NULL AND s.credential IS NOT NULL \
             AND NOT EXISTS (SELECT 1 FROM object x WHERE x.kind = 'Secret' AND x.grp = '' AND x.ns = gp.pns AND x.name = s.credential) \
           ORDER BY s.obj, s.sidx",
+    targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

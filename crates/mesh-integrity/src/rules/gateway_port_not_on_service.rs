@@ -29,6 +29,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           WHERE s.obj IN (SELECT gw FROM gp) AND s.hidx = 0 AND s.port IS NOT NULL \
             AND s.port NOT IN (SELECT n FROM ports WHERE ports.gw = s.obj) \
           ORDER BY s.obj, s.sidx",
+    targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

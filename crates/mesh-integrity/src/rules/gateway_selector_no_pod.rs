@@ -20,6 +20,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           WHERE {t} AND CASE WHEN g.sel_n = 0 THEN NOT EXISTS (SELECT 1 FROM object p WHERE p.kind = 'Pod' AND p.grp = '') \
                 ELSE NOT EXISTS (SELECT 1 FROM sel_pod x WHERE x.sel_obj = g.obj) END \
           ORDER BY g.obj",
+    targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -24,6 +24,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
               AND host_matches(a.host, b.host) AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)) \
           SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, p.sel FROM pairs p \
           GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
+    targeted_sql: None,
     targets: &[("{t}", "ga.obj = ?1")],
     once_per_object: false,
     guard: None,

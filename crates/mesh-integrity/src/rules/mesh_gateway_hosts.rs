@@ -38,6 +38,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT p.obj, p.scope, p.fqdn, group_concat(DISTINCT p.other) FROM pairs p \
             JOIN first f ON f.obj = p.obj AND f.k = p.scope || char(1) || p.fqdn \
           GROUP BY p.obj ORDER BY p.obj",
+    targeted_sql: None,
     targets: &[("{t}", "obj = ?1")],
     once_per_object: true,
     guard: None,

@@ -68,6 +68,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           FROM pairs p CROSS JOIN object ol ON ol.id = p.loser CROSS JOIN object ow ON ow.id = p.other \
           WHERE {t} AND (coalesce(ow.created, '~'), ow.ns, ow.name, ow.kind) < (coalesce(ol.created, '~'), ol.ns, ol.name, ol.kind) \
           GROUP BY p.loser, p.gw, p.host, p.port ORDER BY p.loser, p.gw, p.host, p.port",
+    targeted_sql: None,
     targets: &[("{t}", "p.loser = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),

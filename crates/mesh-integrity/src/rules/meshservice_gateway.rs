@@ -31,6 +31,7 @@ pub(crate) static NOT_FOUND: Analysis = Analysis {
             AND NOT EXISTS (SELECT 1 FROM object o WHERE o.kind = 'Gateway' \
               AND o.grp IN ('networking.istio.io', 'gateway.networking.k8s.io') AND o.ns = m.gw_ns AND o.name = m.gw_name) \
           ORDER BY m.obj",
+    targeted_sql: None,
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -49,6 +50,7 @@ pub(crate) static NOT_SERVED: Analysis = Analysis {
               AND g2.grp IN ('networking.istio.io', 'gateway.networking.k8s.io') AND g2.ns = m.gw_ns AND g2.name = m.gw_name \
               AND s.host <> '' AND (s.vis_ns IS NULL OR s.vis_ns = mo.ns) AND host_matches(s.host, h.host)) \
           GROUP BY m.obj, h.idx ORDER BY m.obj, h.idx",
+    targeted_sql: None,
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),

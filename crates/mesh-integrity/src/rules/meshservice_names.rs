@@ -29,6 +29,7 @@ pub(crate) static SERVICE: Analysis = Analysis {
     sql: "SELECT m.obj, s.id, s.owner, m.service_name FROM ms m JOIN object mo ON mo.id = m.obj \
           JOIN object s ON s.kind = 'Service' AND s.grp = '' AND s.ns = mo.ns AND s.name = m.service_name \
           WHERE {t} AND (s.owner IS NULL OR s.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
+    targeted_sql: None,
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -41,6 +42,7 @@ pub(crate) static VIRTUAL_SERVICE: Analysis = Analysis {
     sql: "SELECT m.obj, v.id, v.owner FROM ms m JOIN object mo ON mo.id = m.obj \
           JOIN object v ON v.kind = 'VirtualService' AND v.grp = 'networking.istio.io' AND v.ns = mo.ns AND v.name = mo.name \
           WHERE {t} AND (v.owner IS NULL OR v.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
+    targeted_sql: None,
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),

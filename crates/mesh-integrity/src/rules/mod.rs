@@ -111,6 +111,9 @@ pub(crate) struct Analysis {
     /// SQL with placeholders replaced by `1` for a full check, or by the predicate (using `?1`,
     /// the reported object's id) for a targeted one.
     pub sql: &'static str,
+    /// A cheaper SQL for the targeted run, when the full one is built for bulk (same columns;
+    /// `build` must then filter rows that are not findings).
+    pub targeted_sql: Option<&'static str>,
     pub targets: &'static [(&'static str, &'static str)],
     /// Keep only the first row per reported object.
     pub once_per_object: bool,
@@ -121,7 +124,10 @@ pub(crate) struct Analysis {
 
 impl Analysis {
     pub fn sql_for(&self, targeted: Option<()>) -> String {
-        let mut sql = self.sql.to_string();
+        let mut sql = match (targeted, self.targeted_sql) {
+            (Some(()), Some(t)) => t.to_string(),
+            _ => self.sql.to_string(),
+        };
         for (placeholder, predicate) in self.targets {
             sql = sql.replace(
                 placeholder,

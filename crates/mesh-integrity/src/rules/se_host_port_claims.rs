@@ -22,6 +22,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           JOIN object ob ON ob.id = pb.obj AND ob.kind = 'ServiceEntry' AND ob.ns <> oa.ns \
           JOIN port pta ON pta.obj = pa.obj JOIN port ptb ON ptb.obj = pb.obj AND ptb.number = pta.number \
           WHERE {t} GROUP BY pa.obj, pa.fqdn, pta.number ORDER BY pa.obj, pa.fqdn, pta.number",
+    targeted_sql: None,
     targets: &[("{t}", "pa.obj = ?1")],
     once_per_object: true,
     guard: None,

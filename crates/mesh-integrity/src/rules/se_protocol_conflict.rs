@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT m.obj, b.scope, b.host, b.port, b.protos, b.objs FROM bad b \
             CROSS JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
           WHERE {t2} GROUP BY m.obj, b.scope, b.host, b.port ORDER BY m.obj, b.scope, b.host, b.port",
+    targeted_sql: None,
     targets: &[
         ("{t}", "p.raw IN (SELECT raw FROM provider WHERE obj = ?1)"),
         ("{t2}", "m.obj = ?1"),

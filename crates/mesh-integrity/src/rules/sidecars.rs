@@ -39,6 +39,7 @@ pub(crate) static NO_POD: Analysis = Analysis {
           WHERE {t} AND sc.sel_n > 0 AND NOT EXISTS (SELECT 1 FROM sel_pod x JOIN object p ON p.id = x.pod \
               WHERE x.sel_obj = sc.obj AND p.ns = o.ns) \
           ORDER BY sc.obj",
+    targeted_sql: None,
     targets: &[("{t}", "sc.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
@@ -53,6 +54,7 @@ pub(crate) static CONFLICT: Analysis = Analysis {
           JOIN sel_pod xb ON xb.pod = p.id AND xb.sel_obj <> a.obj JOIN sidecar b ON b.obj = xb.sel_obj \
           JOIN object ob ON ob.id = b.obj AND ob.ns = oa.ns \
           WHERE {t} AND a.sel_n > 0 GROUP BY a.obj ORDER BY a.obj",
+    targeted_sql: None,
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
@@ -66,6 +68,7 @@ pub(crate) static MULTIPLE: Analysis = Analysis {
           JOIN object ob ON ob.ns = oa.ns AND ob.kind = 'Sidecar' AND ob.grp = 'networking.istio.io' AND ob.id <> a.obj \
           JOIN sidecar b ON b.obj = ob.id AND b.sel_n = 0 \
           WHERE {t} AND a.sel_n = 0 GROUP BY a.obj ORDER BY a.obj",
+    targeted_sql: None,
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),

@@ -17,6 +17,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: ALL_KINDS,
     sql: "SELECT u.obj, u.message FROM undecodable u WHERE {t} ORDER BY u.obj",
+    targeted_sql: None,
     targets: &[("{t}", "u.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM undecodable)"),

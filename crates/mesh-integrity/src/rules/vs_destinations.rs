@@ -74,6 +74,17 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT x.obj, x.idx, x.mirror, x.host, x.fqdn, x.port, x.path, NULL, 0 \
           FROM d CROSS JOIN dest x ON x.rowid = d.did WHERE d.did NOT IN (SELECT did FROM m) \
           ORDER BY 1, 2",
+    targeted_sql: Some(
+        "SELECT d.obj, d.idx, d.mirror, d.host, d.fqdn, d.port, d.path, coalesce( \
+            (SELECT group_concat(p.obj) FROM provider p WHERE p.fqdn = d.fqdn AND p.scope = '*'), \
+            (SELECT group_concat(p.obj) FROM provider p WHERE p.fqdn = d.fqdn AND p.scope IN ( \
+                SELECT e.scope FROM export_to e WHERE e.obj = d.obj \
+                UNION ALL SELECT o.ns WHERE NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = d.obj))), \
+            (SELECT group_concat(p.obj) FROM provider p WHERE p.wild = 1 AND (p.scope = '*' OR p.scope = o.ns) \
+                AND ends_with(CASE WHEN substr(d.host, 1, 1) = '*' THEN substr(d.host, 2) ELSE d.host END, p.suffix))), \
+            NULL \
+          FROM dest d JOIN object o ON o.id = d.obj WHERE {t} ORDER BY d.obj, d.idx",
+    ),
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     guard: None,
@@ -114,14 +125,22 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
         }));
     }
     let first = ctx.obj(providers[0])?;
-    let ports: Vec<i64> = ctx
-        .rows(
-            "SELECT DISTINCT number FROM port WHERE obj = ?1 ORDER BY number",
-            [providers[0]],
-        )?
-        .iter()
-        .map(|r| r.i(0))
-        .collect();
+    let mut ports: Vec<i64> = Vec::new();
+    for p in &providers {
+        for r in ctx.rows("SELECT DISTINCT number FROM port WHERE obj = ?1", [*p])? {
+            ports.push(r.i(0));
+        }
+    }
+    ports.sort();
+    ports.dedup();
+    // the targeted query returns every destination: keep only the problems
+    let problem = match port {
+        None => ports.len() > 1,
+        Some(p) => !ports.contains(&p),
+    };
+    if !problem {
+        return Ok(None);
+    }
     let hit = match port {
         None => {
             let list = ports

@@ -20,6 +20,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           WHERE {t} AND NOT EXISTS (SELECT 1 FROM object o WHERE o.kind = 'Gateway' AND o.ns = g.gw_ns \
             AND o.name = g.gw_name AND o.grp IN ('networking.istio.io', 'gateway.networking.k8s.io')) \
           ORDER BY g.obj, g.idx",
+    targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

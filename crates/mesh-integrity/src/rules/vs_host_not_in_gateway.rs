@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
               AND go.ns = g.gw_ns AND go.name = g.gw_name AND s.host <> '' \
               AND (s.vis_ns IS NULL OR s.vis_ns = o.ns) AND host_matches(s.host, h.host)) \
           ORDER BY g.obj, g.idx",
+    targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,
