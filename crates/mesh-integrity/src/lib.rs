@@ -103,7 +103,7 @@
 //!                   "host", "port", "gateway", "winner" } ],
 //!   "summary": { "total", "byCode", "byRule", "bySeverity", "byNamespace", "objectsByKind",
 //!                "objectsTotal", "suppressed" },
-//!   "durations": { "ingestMs", "checkMs" },
+//!   "durations": { "ingestMs", "checkMs", "byRuleMs": {rule: ms} },
 //!   "coverage": { "pods", "secrets", "namespaces", "skippedRules": [{"rule","code","reason"}], "notes" } }
 //! ```
 
