@@ -6,8 +6,6 @@
 //! - minimality: for every verb of the shipped roles, a role without that verb makes the operation
 //!   that needs it fail with 403 while the rest of the role still works.
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -27,6 +25,8 @@ use meshservice_api::MeshService;
 use serde_json::{Value, json};
 use test_controlplane::ControlPlane;
 
+mod common;
+use common::{free_port, http_get};
 const OPERATOR_NAMESPACE: &str = "istio-integrity-system";
 const OPERATOR_ACCOUNT: &str = "istio-integrity-operator";
 /// The operator's own field manager, so the test's applies look like the operator's.
@@ -900,23 +900,6 @@ impl Drop for Operator {
             let _ = self.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
 }
 
 fn condition(ms: &MeshService, type_: &str) -> Option<String> {

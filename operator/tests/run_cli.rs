@@ -2,8 +2,6 @@
 //! logs and an admin port, reconciling a MeshService on the real control plane, and stopping
 //! cleanly on SIGTERM.
 
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +11,9 @@ use meshservice_api::MeshService;
 use serde_json::{Value, json};
 use test_controlplane::{ControlPlane, shared};
 
+mod common;
+use common::{free_port, http_get};
+
 /// The shared control plane of this test binary.
 async fn control_plane() -> &'static ControlPlane {
     match shared().await {
@@ -21,22 +22,13 @@ async fn control_plane() -> &'static ControlPlane {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Status code of `GET path`, if the server answers.
 fn get_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.split_whitespace().nth(1)?.parse().ok()
+    http_get(port, path)?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 struct Process(Child);
