@@ -23,13 +23,14 @@
 mod crds;
 mod pki;
 mod process;
+mod supervise;
 pub mod versions;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -43,6 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub use crds::{CrdFileError, InstallError, load_crds, yaml_files};
 use pki::{Pki, PkiFiles};
 use process::Process;
+use supervise::{Restart, Supervisor};
 pub use versions::DIR_ENV;
 
 /// Set (to anything) to keep a stopped control plane's temporary directory, and its logs.
@@ -214,7 +216,8 @@ pub struct ControlPlane {
     apiserver_port: u16,
     kubeconfig: PathBuf,
     config: kube::Config,
-    processes: Mutex<Processes>,
+    processes: Arc<Mutex<Processes>>,
+    supervisor: Supervisor,
     startup: Duration,
 }
 
@@ -222,6 +225,7 @@ pub struct ControlPlane {
 struct Started {
     etcd_args: Vec<String>,
     apiserver_args: Vec<String>,
+    controller_manager_args: Vec<String>,
     etcd_client_port: u16,
     apiserver_port: u16,
     kubeconfig: PathBuf,
@@ -321,6 +325,7 @@ async fn start_processes(
     Ok(Started {
         etcd_args,
         apiserver_args,
+        controller_manager_args,
         etcd_client_port,
         apiserver_port,
         kubeconfig,
@@ -439,12 +444,22 @@ impl ControlPlane {
         let Started {
             etcd_args,
             apiserver_args,
+            controller_manager_args,
             etcd_client_port,
             apiserver_port,
             kubeconfig,
             config,
             processes,
         } = started_processes;
+        let processes = Arc::new(Mutex::new(processes));
+        let supervisor = Supervisor::start(
+            Arc::clone(&processes),
+            Restart {
+                program: options.binary("kube-controller-manager"),
+                args: controller_manager_args,
+                log: dir.path().join("kube-controller-manager.log"),
+            },
+        );
         Ok(Self {
             dir,
             options,
@@ -454,7 +469,8 @@ impl ControlPlane {
             apiserver_port,
             kubeconfig,
             config,
-            processes: Mutex::new(processes),
+            processes,
+            supervisor,
             startup: started.elapsed(),
         })
     }
@@ -734,6 +750,8 @@ impl Drop for ControlPlane {
                 self.log_tail(FAILURE_LOG_LINES)
             );
         }
+        // First, or it would restart kube-controller-manager while everything stops.
+        self.supervisor.stop();
         self.lock().stop_all();
         if std::env::var_os(KEEP_ENV).is_some() {
             self.dir.disable_cleanup(true);

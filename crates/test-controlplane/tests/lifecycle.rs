@@ -1,5 +1,6 @@
 //! Control planes beyond the shared one: a second one in the same process is independent and is
-//! stopped and removed by Drop; etcd and the apiserver can be restarted without losing data.
+//! stopped and removed by Drop; etcd and the apiserver can be restarted without losing data, and
+//! kube-controller-manager is restarted when it exits, as a kubelet would.
 
 mod common;
 
@@ -99,7 +100,29 @@ async fn restarting_etcd_and_the_apiserver_keeps_the_stored_objects() -> Result<
         .await?;
     assert_eq!(after_apiserver.data, config_map("survivor").data);
 
-    // kube-controller-manager reconnects on its own: a namespace deletion still completes.
+    // kube-controller-manager may have given up while the apiserver was away (it exits when the
+    // apiserver stays unhealthy during its own start); whether it did or not, killing it shows
+    // that it comes back.
+    let controller_manager = cp
+        .pids()
+        .controller_manager
+        .context("kube-controller-manager runs")?;
+    let pid = libc::pid_t::try_from(controller_manager)?;
+    // SAFETY: kill(2) with a pid this control plane spawned and still owns; no memory is shared.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "SIGKILL sent");
+    eventually(
+        Duration::from_secs(30),
+        "kube-controller-manager is restarted",
+        || async {
+            Ok(cp
+                .pids()
+                .controller_manager
+                .is_some_and(|restarted| restarted != controller_manager))
+        },
+    )
+    .await?;
+
+    // The namespace controller works again: a namespace deletion completes.
     let namespaces: Api<Namespace> = Api::all(cp.client()?);
     namespaces.delete(ns.name(), &Default::default()).await?;
     eventually(
