@@ -22,8 +22,13 @@ pub struct RunArgs {
     #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
     namespaces: Vec<String>,
     /// Reconcile only MeshServices matching this label selector (`team=a`, `tier in (web)`).
+    /// Every MeshService is still watched: a managed Gateway aggregates all its contributors.
     #[arg(long, short = 'l')]
     selector: Option<String>,
+    /// Name of this shard (with --selector): its finalizer is mesh.istio.operator/cleanup-<shard>.
+    /// Default: derived from the selector; name it to keep the finalizer when the selector changes.
+    #[arg(long, requires = "selector")]
+    shard: Option<String>,
     /// Repair drift of owned objects (`off`: report drift only, in status, Events and metrics).
     #[arg(long, value_enum, default_value_t = Switch::On)]
     repair: Switch,
@@ -129,6 +134,7 @@ fn config(args: RunArgs) -> Config {
     Config {
         namespaces: args.namespaces,
         selector: args.selector,
+        shard: args.shard,
         repair: args.repair == Switch::On,
         leader_election,
         concurrency: args.concurrency.max(1),

@@ -44,6 +44,18 @@ pub enum Error {
     /// Adding or removing the finalizer, or the cleanup it guards, failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// Removing this instance's finalizer from a MeshService it no longer selects failed.
+    #[error("releasing MeshService {object}: {source}")]
+    Release {
+        /// `namespace/name` of the MeshService.
+        object: String,
+        /// What the apiserver said.
+        #[source]
+        source: kube::Error,
+    },
+    /// The configuration is unusable (a malformed selector or shard name).
+    #[error("configuration: {0}")]
+    InvalidConfig(String),
     /// The renderer refused the MeshService (only an object that bypassed the API schema).
     #[error("rendering: {0}")]
     Render(#[from] istio_render::RenderError),
@@ -89,6 +101,8 @@ impl Error {
             Error::Delete { .. } => "Delete",
             Error::Status { .. } => "Status",
             Error::Finalizer(_) => "Finalizer",
+            Error::Release { .. } => "Release",
+            Error::InvalidConfig(_) => "InvalidConfig",
             Error::Render(_) => "Render",
             Error::Engine(_) => "Engine",
             Error::InvalidObject { .. } => "InvalidObject",

@@ -20,6 +20,7 @@ mod error;
 pub mod index;
 pub mod metrics;
 pub mod reconcile;
+pub mod selector;
 pub mod status;
 pub mod watch;
 
@@ -74,8 +75,13 @@ pub struct Config {
     /// Watch only these namespaces (empty: all). Gateways referenced across namespaces are only
     /// seen if their namespace is listed too.
     pub namespaces: Vec<String>,
-    /// Reconcile only MeshServices matching this label selector.
+    /// Reconcile only MeshServices matching this label selector. Every MeshService in scope is
+    /// still watched into the index (a managed Gateway aggregates all its contributors, whatever
+    /// shard they are in).
     pub selector: Option<String>,
+    /// Name of this shard: its finalizer is `mesh.istio.operator/cleanup-<shard>`. `None` with a
+    /// selector: derived from the selector (see [`Config::shard_name`]).
+    pub shard: Option<String>,
     /// Repair drift of owned objects (`false`: report it only).
     pub repair: bool,
     /// Leader election; `None`: this replica always leads.
@@ -97,6 +103,7 @@ impl Default for Config {
         Self {
             namespaces: Vec::new(),
             selector: None,
+            shard: None,
             repair: true,
             leader_election: None,
             gateway_options: GatewayOptions::default(),
@@ -106,6 +113,47 @@ impl Default for Config {
             identity: CONTROLLER_NAME.to_string(),
         }
     }
+}
+
+impl Config {
+    /// This instance's shard: `shard` as given, else, with a selector, `s` and a stable hash of
+    /// the selector (whitespace ignored), else none (unsharded). Naming the shard explicitly keeps
+    /// its finalizer when the selector changes across a redeploy.
+    pub fn shard_name(&self) -> Option<String> {
+        self.shard.clone().or_else(|| {
+            self.selector.as_ref().map(|selector| {
+                let normalised: String = selector.chars().filter(|c| !c.is_whitespace()).collect();
+                format!("s{:016x}", fnv1a(normalised.as_bytes()))
+            })
+        })
+    }
+
+    /// The finalizer this instance adds to the MeshServices it reconciles.
+    pub fn finalizer(&self) -> Result<String> {
+        if let Some(shard) = self.shard_name() {
+            let valid = !shard.is_empty()
+                && shard.len() <= ownership::MAX_SHARD_NAME
+                && shard
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !shard.starts_with('-')
+                && !shard.ends_with('-');
+            if !valid {
+                return Err(Error::InvalidConfig(format!(
+                    "shard name {shard:?}: at most {} lower-case letters, digits and '-', not at either end",
+                    ownership::MAX_SHARD_NAME
+                )));
+            }
+        }
+        Ok(ownership::finalizer(self.shard_name().as_deref()))
+    }
+}
+
+/// FNV-1a, 64 bits: a hash that is the same in every build, unlike std's `DefaultHasher`.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Runs the operator until SIGTERM or SIGINT, with the admin server on `admin_addr`.
@@ -145,6 +193,17 @@ pub async fn run_until(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let selector = config
+        .selector
+        .as_deref()
+        .map(selector::LabelSelector::parse)
+        .transpose()
+        .map_err(|error| Error::InvalidConfig(error.to_string()))?;
+    let finalizer = config.finalizer()?;
+    info!(
+        selector = config.selector.as_deref().unwrap_or("(all)"),
+        finalizer, "reconciling the selected MeshServices, watching all of them"
+    );
     check_crd(&client, &config).await?;
 
     let metrics = Arc::new(Metrics::new());
@@ -218,6 +277,8 @@ pub async fn run_until(
                 repair: config.repair,
                 gateway_options: config.gateway_options.clone(),
                 resync: config.resync,
+                selector,
+                finalizer,
             },
         ));
         match &config.leader_election {
@@ -299,12 +360,9 @@ fn watch_streams(config: &Config) -> Vec<StreamSpec> {
     let mut streams = Vec::new();
     for kind in WatchedKind::ALL {
         for scope in &scopes {
+            // No label selector even on MeshServices: a managed Gateway aggregates every
+            // contributor, and two shards must render it alike or they fight over it.
             let mut watch_config = watcher::Config::default();
-            if kind == WatchedKind::MeshService
-                && let Some(selector) = &config.selector
-            {
-                watch_config = watch_config.labels(selector);
-            }
             if kind == WatchedKind::Namespace
                 && let Some(namespace) = scope
             {
@@ -353,10 +411,9 @@ async fn run_controllers(
             Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
             None => Api::all(ctx.client.clone()),
         };
-        let mut watch_config = watcher::Config::default();
-        if let Some(selector) = &config.selector {
-            watch_config = watch_config.labels(selector);
-        }
+        // Every MeshService, selected or not: one that stops matching while it carries this
+        // instance's finalizer must be seen, to be released (reconcile filters by the selector).
+        let watch_config = watcher::Config::default();
         let requeues = triggers.subscribe(scope.clone());
         let requeues = futures::stream::unfold(requeues, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
@@ -445,4 +502,74 @@ async fn lead_when_elected(
         Err(error) => warn!(%error, "lease task failed"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(selector: Option<&str>, shard: Option<&str>) -> Config {
+        Config {
+            selector: selector.map(str::to_string),
+            shard: shard.map(str::to_string),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn an_unsharded_instance_keeps_the_historical_finalizer() {
+        assert_eq!(
+            config(None, None).finalizer().ok(),
+            Some(ownership::FINALIZER.to_string())
+        );
+    }
+
+    #[test]
+    fn a_named_shard_keeps_its_finalizer_whatever_its_selector() {
+        let before = config(Some("team=a"), Some("team-a")).finalizer().ok();
+        let after = config(Some("team in (a,c)"), Some("team-a"))
+            .finalizer()
+            .ok();
+        assert_eq!(
+            before,
+            Some("mesh.istio.operator/cleanup-team-a".to_string())
+        );
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn an_unnamed_shard_is_named_after_its_selector_stably() {
+        let spaced = config(Some("team in (a, b)"), None).finalizer().ok();
+        let compact = config(Some("team in (a,b)"), None).finalizer().ok();
+        let other = config(Some("team=c"), None).finalizer().ok();
+        assert_eq!(spaced, compact, "whitespace does not matter");
+        assert_ne!(spaced, other);
+    }
+
+    #[test]
+    fn the_selector_hash_is_fnv1a_so_a_rebuild_keeps_the_name() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn a_shard_name_that_cannot_be_a_finalizer_is_refused() {
+        for bad in [
+            "Team",
+            "-a",
+            "a-",
+            "a/b",
+            &"x".repeat(ownership::MAX_SHARD_NAME + 1),
+        ] {
+            assert!(
+                matches!(
+                    config(Some("team=a"), Some(bad)).finalizer(),
+                    Err(Error::InvalidConfig(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
 }

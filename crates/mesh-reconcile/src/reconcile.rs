@@ -30,6 +30,7 @@ use crate::drift;
 use crate::error::{Error, Result};
 use crate::index::{LiveIndex, WatchedKind};
 use crate::metrics::Metrics;
+use crate::selector::LabelSelector;
 use crate::status::{
     self, ApplyOutcome, DesiredCondition, MeshFinding, Status, code, reason, state,
 };
@@ -43,6 +44,20 @@ pub struct ReconcileSettings {
     pub gateway_options: GatewayOptions,
     /// Requeue of a healthy MeshService, a safety net under the watches.
     pub resync: Duration,
+    /// `--selector`: the MeshServices this instance reconciles (`None`: all it watches).
+    pub selector: Option<LabelSelector>,
+    /// This instance's finalizer ([`ownership::finalizer`] of its shard): it adds and removes
+    /// only this one, so shards never take each other's away.
+    pub finalizer: String,
+}
+
+impl ReconcileSettings {
+    /// Whether this instance reconciles `meshservice`.
+    pub fn selects(&self, meshservice: &MeshService) -> bool {
+        self.selector
+            .as_ref()
+            .is_none_or(|selector| selector.matches(meshservice.labels()))
+    }
 }
 
 /// Everything a reconcile needs.
@@ -186,7 +201,26 @@ pub async fn reconcile(
         meshservice.name_any(),
     );
     let api: Api<MeshService> = Api::namespaced(ctx.client.clone(), &key.0);
-    let result = finalizer(&api, ownership::FINALIZER, meshservice, |event| async {
+    if !ctx.settings.selects(&meshservice) {
+        let holds_ours = meshservice
+            .finalizers()
+            .iter()
+            .any(|f| *f == ctx.settings.finalizer);
+        if !holds_ours {
+            // Another shard's (or nobody's): watched for the index, never written.
+            return Ok(Action::await_change());
+        }
+        let result = release(&api, meshservice, &ctx).await;
+        match &result {
+            Ok(_) => {
+                ctx.backoffs.succeeded(&key);
+                ctx.metrics.reconciled("success", started.elapsed());
+            }
+            Err(_) => ctx.metrics.reconciled("error", started.elapsed()),
+        }
+        return result;
+    }
+    let result = finalizer(&api, &ctx.settings.finalizer, meshservice, |event| async {
         match event {
             FinalizerEvent::Apply(meshservice) => apply(meshservice, ctx.clone()).await,
             FinalizerEvent::Cleanup(meshservice) => cleanup(meshservice, ctx.clone()).await,
@@ -791,6 +825,80 @@ async fn cleanup(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Act
         reconcile_gateway(&ctx, gateway, None, Some(&key)).await?;
     }
     // The Service and VirtualService go with ownerReference garbage collection.
+    forget_children(&ctx, &meshservice, &key);
+    info!(
+        meshservice = display_key(&key),
+        gateways = gateways.len(),
+        "cleaned up; ownerReference garbage collection removes the rest"
+    );
+    Ok(Action::await_change())
+}
+
+/// Hands over a MeshService this instance holds but no longer selects (its labels changed, or
+/// this instance's selector did across a restart): removes this instance's finalizer and nothing
+/// else. The children stay: the shard that selects it now adopts them through the same field
+/// manager, and ownerReference garbage collection still covers the Service and VirtualService if
+/// no shard ever does. Being deleted, it is cleaned up first (its hosts leave a managed Gateway,
+/// which every shard renders alike), so a release never strands a contribution.
+async fn release(
+    api: &Api<MeshService>,
+    meshservice: Arc<MeshService>,
+    ctx: &Arc<Context>,
+) -> Result<Action> {
+    let key = (
+        meshservice.namespace().unwrap_or_default(),
+        meshservice.name_any(),
+    );
+    let deleting = meshservice.metadata.deletion_timestamp.is_some();
+    if deleting {
+        cleanup(meshservice.clone(), ctx.clone()).await?;
+    }
+    let remaining: Vec<&String> = meshservice
+        .finalizers()
+        .iter()
+        .filter(|f| **f != ctx.settings.finalizer)
+        .collect();
+    // The resourceVersion makes the patch conditional: another shard adding its own finalizer
+    // meanwhile makes this one fail with a conflict and retry, instead of erasing theirs.
+    let patch = json!({"metadata": {
+        "resourceVersion": meshservice.resource_version(),
+        "finalizers": remaining,
+    }});
+    api.patch(&key.1, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Release {
+            object: display_key(&key),
+            source,
+        })?;
+    forget_children(ctx, &meshservice, &key);
+    let selector = ctx
+        .settings
+        .selector
+        .as_ref()
+        .map(LabelSelector::as_str)
+        .unwrap_or_default();
+    info!(
+        meshservice = display_key(&key),
+        selector, deleting, "no longer selected; finalizer released, children left in place"
+    );
+    if !deleting {
+        ctx.publish(
+            &meshservice,
+            EventType::Normal,
+            "Released",
+            format!(
+                "no longer matches the selector {selector:?}: finalizer {} removed; the children stay for the shard that selects it",
+                ctx.settings.finalizer
+            ),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// Forgets what was last applied to the Service and VirtualService of a MeshService this
+/// instance stops handling.
+fn forget_children(ctx: &Context, meshservice: &MeshService, key: &MeshKey) {
     for resource in [service_resource(), virtual_service_resource()] {
         let name = if resource.kind == "Service" {
             meshservice.spec.service_name.clone()
@@ -799,12 +907,6 @@ async fn cleanup(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Act
         };
         ctx.forget_applied(&format!("{} {}/{}", resource.kind, key.0, name));
     }
-    info!(
-        meshservice = display_key(&key),
-        gateways = gateways.len(),
-        "cleaned up; ownerReference garbage collection removes the rest"
-    );
-    Ok(Action::await_change())
 }
 
 /// Publishes one Event per condition whose status or reason changed.

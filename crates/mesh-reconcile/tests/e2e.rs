@@ -1278,32 +1278,62 @@ async fn only_the_lease_holder_writes_and_a_standby_takes_over_when_it_stops() -
     standby.stop().await
 }
 
+/// A MeshService labelled `team=<team>`, serving `<name>.example.com` on port 80 (through
+/// `gateway` when given).
+fn team_meshservice(name: &str, team: &str, gateway: Option<Value>) -> Result<MeshService> {
+    let mut spec = json!({"serviceName": name, "hosts": [format!("{name}.example.com")], "ports": [{"port": 80}]});
+    if let Some(gateway) = gateway {
+        spec["gateway"] = gateway;
+    }
+    let mut ms = meshservice(name, spec)?;
+    ms.metadata.labels = Some(BTreeMap::from([("team".to_string(), team.to_string())]));
+    Ok(ms)
+}
+
+/// An operator reconciling the MeshServices labelled `team=<team>` as shard `<team>`.
+fn shard_config(namespaces: &[&str], team: &str) -> Config {
+    Config {
+        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+        selector: Some(format!("team={team}")),
+        shard: Some(team.to_string()),
+        identity: format!(
+            "e2e-shard-{team}-{}",
+            namespaces.first().copied().unwrap_or("all")
+        ),
+        ..Config::default()
+    }
+}
+
+async fn relabel(api: &Api<MeshService>, name: &str, team: &str) -> Result<()> {
+    let patch = json!({"metadata": {"labels": {"team": team}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_selector_limits_which_meshservices_are_reconciled() -> Result<()> {
     let cp = control_plane().await?;
     let client = cp.client()?;
     let team = cp.namespace("selector").await?;
-    let config = Config {
-        namespaces: vec![team.name().to_string()],
-        selector: Some("team=a".into()),
-        identity: "e2e-selector".into(),
-        ..Config::default()
-    };
-    let operator = Operator::start_config(operator_client(cp).await?, config).await?;
+    let operator = Operator::start_config(
+        operator_client(cp).await?,
+        shard_config(&[team.name()], "a"),
+    )
+    .await?;
     let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
-    let labelled = |name: &str, team: &str| -> Result<MeshService> {
-        let mut ms = meshservice(
-            name,
-            json!({"serviceName": name, "hosts": [format!("{name}.example.com")], "ports": [{"port": 80}]}),
-        )?;
-        ms.metadata.labels = Some(BTreeMap::from([("team".to_string(), team.to_string())]));
-        Ok(ms)
-    };
-    api.create(&PostParams::default(), &labelled("ours", "a")?)
-        .await?;
-    api.create(&PostParams::default(), &labelled("theirs", "b")?)
-        .await?;
-    wait_ready(&api, "ours").await?;
+    api.create(
+        &PostParams::default(),
+        &team_meshservice("ours", "a", None)?,
+    )
+    .await?;
+    api.create(
+        &PostParams::default(),
+        &team_meshservice("theirs", "b", None)?,
+    )
+    .await?;
+    let ours = wait_ready(&api, "ours").await?;
+    assert_eq!(ours.finalizers(), [ownership::finalizer(Some("a"))]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let theirs = api.get("theirs").await?;
     assert!(
@@ -1316,6 +1346,142 @@ async fn a_selector_limits_which_meshservices_are_reconciled() -> Result<()> {
     assert!(services.get_opt("theirs").await?.is_none());
 
     operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshservice_relabelled_out_of_the_selector_is_released_and_deletes_at_once() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("release").await?;
+    let operator = Operator::start_config(
+        operator_client(cp).await?,
+        shard_config(&[team.name()], "a"),
+    )
+    .await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(&PostParams::default(), &team_meshservice("web", "a", None)?)
+        .await?;
+    let held = wait_ready(&api, "web").await?;
+    assert_eq!(held.finalizers(), [ownership::finalizer(Some("a"))]);
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    let service = services.get("web").await?;
+
+    // Out of the selector: the finalizer goes, the children stay (for whichever shard adopts it).
+    relabel(&api, "web", "nobody").await?;
+    eventually("the shard releases its finalizer", || async {
+        Ok(api.get("web").await?.finalizers().is_empty().then_some(()))
+    })
+    .await?;
+    let still = services.get("web").await?;
+    assert_eq!(still.uid(), service.uid(), "the Service is left in place");
+    assert!(
+        dynamic_api(&client, WatchedKind::VirtualService, team.name())
+            .get_opt("web")
+            .await?
+            .is_some(),
+        "the VirtualService is left in place"
+    );
+    eventually("a Released Event", || async {
+        let released = events_with_reason(&client, team.name(), "Released").await?;
+        Ok((!released.is_empty()).then_some(()))
+    })
+    .await?;
+
+    // Deleting it no longer waits for anyone.
+    let asked = Instant::now();
+    api.delete("web", &DeleteParams::default()).await?;
+    eventually("the MeshService is gone", || async {
+        Ok(api.get_opt("web").await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "deleted after {:?}",
+        asked.elapsed()
+    );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_render_their_shared_gateway_alike_and_hand_meshservices_over() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team_a = cp.namespace("shard-a").await?;
+    let team_b = cp.namespace("shard-b").await?;
+    let edge = cp.namespace("shard-edge").await?;
+    let namespaces = [team_a.name(), team_b.name(), edge.name()];
+    let shard_a =
+        Operator::start_config(operator_client(cp).await?, shard_config(&namespaces, "a")).await?;
+    let shard_b =
+        Operator::start_config(operator_client(cp).await?, shard_config(&namespaces, "b")).await?;
+    let shared = json!({"name": "shared", "namespace": edge.name(), "managed": true});
+    let a: Api<MeshService> = Api::namespaced(client.clone(), team_a.name());
+    let b: Api<MeshService> = Api::namespaced(client.clone(), team_b.name());
+    a.create(
+        &PostParams::default(),
+        &team_meshservice("cart", "a", Some(shared.clone()))?,
+    )
+    .await?;
+    b.create(
+        &PostParams::default(),
+        &team_meshservice("shop", "b", Some(shared))?,
+    )
+    .await?;
+    wait_ready(&a, "cart").await?;
+    let shop = wait_ready(&b, "shop").await?;
+    assert_eq!(
+        a.get("cart").await?.finalizers(),
+        [ownership::finalizer(Some("a"))]
+    );
+    assert_eq!(shop.finalizers(), [ownership::finalizer(Some("b"))]);
+
+    // Both shards write the Gateway; both render every contributor, so it settles.
+    let gateways = dynamic_api(&client, WatchedKind::Gateway, edge.name());
+    let both = [
+        format!("{team_a}/cart.example.com"),
+        format!("{team_b}/shop.example.com"),
+    ];
+    let settled =
+        eventually("the shared Gateway settles with both hosts", || async {
+            let before = gateways.get("shared").await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = gateways.get("shared").await?;
+            Ok((gateway_hosts(&after) == both
+                && after.resource_version() == before.resource_version())
+            .then_some(after))
+        })
+        .await?;
+    assert_eq!(
+        settled
+            .annotations()
+            .get(ownership::CONTRIBUTORS_ANNOTATION)
+            .cloned(),
+        Some(format!("{team_a}/cart,{team_b}/shop"))
+    );
+
+    // shop moves to shard a: b releases it, a adopts it and its children (same field manager).
+    let services: Api<Service> = Api::namespaced(client.clone(), team_b.name());
+    let service = services.get("shop").await?;
+    relabel(&b, "shop", "a").await?;
+    eventually("shard a holds shop alone", || async {
+        let ms = b.get("shop").await?;
+        Ok(
+            (ms.finalizers() == [ownership::finalizer(Some("a"))] && ready_at_generation(&ms))
+                .then_some(()),
+        )
+    })
+    .await?;
+    assert_eq!(
+        services.get("shop").await?.uid(),
+        service.uid(),
+        "adopted, not recreated"
+    );
+    assert_eq!(gateway_hosts(&gateways.get("shared").await?), both);
+
+    shard_b.stop().await?;
+    shard_a.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

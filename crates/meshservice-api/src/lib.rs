@@ -466,8 +466,21 @@ pub mod ownership {
     /// Annotation on a managed shared Gateway: the sorted, comma-separated `<namespace>/<name>` of
     /// every MeshService contributing to it (cross-namespace, so no ownerReference can say it).
     pub const CONTRIBUTORS_ANNOTATION: &str = "mesh.istio.operator/contributors";
-    /// The finalizer that removes a MeshService's contribution from a shared Gateway.
+    /// The finalizer that removes a MeshService's contribution from a shared Gateway: the one of an
+    /// unsharded operator (no `--selector`); a shard's is [`finalizer`] of its name.
     pub const FINALIZER: &str = "mesh.istio.operator/cleanup";
+    /// The longest shard name: a finalizer's name part is at most 63 characters.
+    pub const MAX_SHARD_NAME: usize = 63 - "cleanup-".len();
+
+    /// The finalizer of an operator instance: [`FINALIZER`] unsharded, `FINALIZER-<shard>` for a
+    /// shard. One name per shard, because an instance removes its finalizer from a MeshService it
+    /// no longer selects: with a shared name it would remove the one the selecting shard relies on.
+    pub fn finalizer(shard: Option<&str>) -> String {
+        match shard {
+            Some(shard) => format!("{FINALIZER}-{shard}"),
+            None => FINALIZER.to_string(),
+        }
+    }
     /// The server-side apply field manager of the operator.
     pub const FIELD_MANAGER: &str = "istio-integrity-operator";
 
