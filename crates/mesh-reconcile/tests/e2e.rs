@@ -242,6 +242,21 @@ fn condition(ms: &MeshService, type_: &str) -> Option<(String, String, String)> 
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// The status the apiserver defaults before the operator's first write, and nothing else:
+/// `Accepted=Unknown`, reason `Pending`.
+fn is_pending(ms: &MeshService) -> bool {
+    ms.status.as_ref().is_some_and(|status| {
+        status.observed_generation.is_none()
+            && status.conditions.len() == 1
+            && condition(ms, "Accepted")
+                == Some((
+                    "Unknown".into(),
+                    "Pending".into(),
+                    "Waiting for controller".into(),
+                ))
+    })
+}
+
 /// Ready=True, with the status and every condition at the current generation.
 fn ready_at_generation(ms: &MeshService) -> bool {
     let generation = ms.metadata.generation;
@@ -478,6 +493,58 @@ async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gat
         .is_some_and(|n| n >= 3.0),
         "{metrics}"
     );
+
+    operator.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meshservice_reads_as_pending_until_the_operator_accepts_it() -> Result<()> {
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("pending").await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec =
+        json!({"serviceName": "webapp", "hosts": ["webapp.example.com"], "ports": [{"port": 80}]});
+    // No operator running: what the apiserver returns is all a user sees.
+    let created = api
+        .create(
+            &PostParams::default(),
+            &meshservice("webapp-service", spec)?,
+        )
+        .await?;
+    assert!(is_pending(&created), "{:?}", created.status);
+    let read = api.get("webapp-service").await?;
+    assert!(is_pending(&read), "{:?}", read.status);
+    let pending_since = read
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.first())
+        .map(|c| c.last_transition_time.0);
+    assert_eq!(
+        pending_since.map(|t| t.as_second()),
+        Some(0),
+        "1970-01-01T00:00:00Z"
+    );
+
+    let operator = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
+    let ready = wait_ready(&api, "webapp-service").await?;
+    let accepted = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Accepted"))
+        .context("an Accepted condition")?;
+    assert_eq!(
+        (accepted.status.as_str(), accepted.reason.as_str()),
+        ("True", "Accepted")
+    );
+    // Unknown → True is a flip: its lastTransitionTime moved off the epoch.
+    assert!(accepted.last_transition_time.0.as_second() > 0);
+    assert_eq!(ready.status.as_ref().map(|s| s.conditions.len()), Some(3));
+
+    // A steady state writes nothing more: no default creeps back in, no timestamp moves.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = api.get("webapp-service").await?;
+    assert_eq!(later.status, ready.status);
 
     operator.stop().await
 }
@@ -1336,11 +1403,7 @@ async fn a_selector_limits_which_meshservices_are_reconciled() -> Result<()> {
     assert_eq!(ours.finalizers(), [ownership::finalizer(Some("a"))]);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let theirs = api.get("theirs").await?;
-    assert!(
-        theirs.status.is_none(),
-        "not reconciled: {:?}",
-        theirs.status
-    );
+    assert!(is_pending(&theirs), "not reconciled: {:?}", theirs.status);
     assert!(theirs.finalizers().is_empty());
     let services: Api<Service> = Api::namespaced(client.clone(), team.name());
     assert!(services.get_opt("theirs").await?.is_none());

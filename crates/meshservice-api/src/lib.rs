@@ -387,8 +387,18 @@ impl GatewayRef {
 }
 
 /// What the operator observed and did; written only by the operator through the status subresource.
+///
+/// Until the operator's first write, the apiserver fills in a default status (as Gateway API does):
+/// `Accepted=Unknown`, reason `Pending`, so a fresh MeshService reads as waiting, not as nothing.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"conditions": [{
+    "type": "Accepted",
+    "status": "Unknown",
+    "reason": "Pending",
+    "message": "Waiting for controller",
+    "lastTransitionTime": "1970-01-01T00:00:00Z"
+}]}))]
 pub struct MeshServiceStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -419,6 +429,9 @@ pub mod condition {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// The managed objects are applied at the current generation.
     pub const READY: &str = "Ready";
+    /// Reason of the default `Accepted=Unknown` condition the apiserver fills in before the
+    /// operator's first status write.
+    pub const PENDING: &str = "Pending";
 }
 
 /// One object a MeshService manages.
