@@ -218,9 +218,9 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     let mut parse_problems: Vec<InputProblem> = Vec::new();
     let mut engine_failure: Option<String> = None;
     let mut graph_objects: Vec<graph::GraphObject> = Vec::new();
-    // The engine names related objects without their file; SARIF's related locations are only
-    // clickable with one, so remember where each object was read.
-    let mut origins: HashMap<(String, String, String), (String, u32)> = HashMap::new();
+    // The engine names related objects without their file; JSON's `related[].file`/`line` and
+    // SARIF's related locations need it, so remember where each object was read.
+    let mut origins: Origins = HashMap::new();
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(8);
         scope.spawn(move || {
@@ -249,7 +249,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
                         .filter_map(|o| graph::GraphObject::from_value(&o.value, &args.namespace)),
                 );
             }
-            if args.format == Format::Sarif {
+            if args.format != Format::Text {
                 origins.extend(objects.iter().filter_map(|object| {
                     let key =
                         mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
@@ -318,7 +318,10 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
                     .as_bytes(),
             )
         }
-        Format::Json => write_json(stdout, &json_report(&outcome, args.plan)),
+        Format::Json => match json_report(&outcome, args.plan, &origins) {
+            Ok(report) => write_json(stdout, &report),
+            Err(error) => Err(std::io::Error::other(error)),
+        },
         Format::Sarif => {
             for related in outcome
                 .findings
@@ -384,16 +387,43 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     }
 }
 
+/// Where each object was read: (kind, namespace, name) → (file, line).
+type Origins = HashMap<(String, String, String), (String, u32)>;
+
 /// The engine's report, with repair plans only when `--plan` asked for them (so that the default
-/// JSON stays small and stable; the `repair` key is always there).
-fn json_report(outcome: &engine::Outcome, with_plan: bool) -> mesh_integrity::Report {
-    let mut report = outcome.report.clone();
-    if !with_plan {
-        for finding in &mut report.findings {
-            finding.repair.clear();
+/// JSON stays small and stable; the `repair` key is always there), and with `file` and `line` on
+/// every `related[]` entry (`null` when that object was not in the input), which the engine, not
+/// knowing files, leaves out.
+fn json_report(
+    outcome: &engine::Outcome,
+    with_plan: bool,
+    origins: &Origins,
+) -> Result<Value, serde_json::Error> {
+    let mut report = serde_json::to_value(&outcome.report)?;
+    for finding in items_mut(&mut report, "findings") {
+        if !with_plan && let Some(repair) = finding.get_mut("repair") {
+            *repair = json!([]);
+        }
+        for related in items_mut(finding, "related") {
+            let identity = ["kind", "namespace", "name"]
+                .map(|field| related[field].as_str().unwrap_or_default().to_string());
+            let origin = origins.get(&identity.into());
+            if let Some(entry) = related.as_object_mut() {
+                entry.insert("file".into(), json!(origin.map(|(file, _)| file)));
+                entry.insert("line".into(), json!(origin.map(|(_, line)| line)));
+            }
         }
     }
-    report
+    Ok(report)
+}
+
+/// The elements of the array `value[key]`; none when it is absent or not an array.
+fn items_mut<'a>(value: &'a mut Value, key: &str) -> impl Iterator<Item = &'a mut Value> {
+    value
+        .get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
 }
 
 /// SARIF's record of the run itself: whether it saw all its input, what it could not read, and

@@ -145,6 +145,15 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|error| panic!("stdout is JSON ({error}):\n{text}"))
 }
 
+/// `check examples/istio --format FORMAT`.
+fn check_the_sample_mesh(format: &str) -> Run {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio");
+    run(
+        &[examples.to_str().expect("utf-8"), "--format", format],
+        None,
+    )
+}
+
 fn codes(report: &Value) -> Vec<String> {
     report["findings"]
         .as_array()
@@ -279,6 +288,49 @@ fn bad_input_wins_over_findings_and_the_findings_are_still_printed() {
     assert_eq!(out.code, 2);
     assert!(out.stdout.contains("IST0101"), "{}", out.stdout);
     assert!(out.stderr.contains("b-broken.yaml:"), "{}", out.stderr);
+}
+
+#[test]
+fn a_file_with_one_bad_document_is_skipped_whole_and_the_other_files_are_still_checked() {
+    // a-mixed.yaml: a good VirtualService (bound to a missing Gateway: it would give IST0101),
+    // then a document that is not a Kubernetes object. b-mesh.yaml: the same fault, reported.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mixed = format!(
+        "{}---
+replicas: 3
+",
+        MISSING_GATEWAY.replace("storefront", "skipped")
+    );
+    let bad_line = mixed.lines().count(); // `replicas: 3`, the last line
+    write(dir.path(), "a-mixed.yaml", &mixed);
+    write(dir.path(), "b-mesh.yaml", MISSING_GATEWAY);
+    let root = dir.path().to_str().expect("utf-8 path");
+
+    let out = run(&[root, "--format", "json"], None);
+
+    assert_eq!(out.code, 2, "bad input wins; stderr:\n{}", out.stderr);
+    let location = format!("a-mixed.yaml:{bad_line}:1: ");
+    assert!(
+        out.stderr.contains(&location),
+        "{location} in:\n{}",
+        out.stderr
+    );
+    let report = json(&out.stdout);
+    let names: std::collections::BTreeSet<&str> = report["findings"]
+        .as_array()
+        .expect("findings[]")
+        .iter()
+        .filter_map(|f| f["resource"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["storefront"].into(),
+        "only b-mesh.yaml's objects are checked"
+    );
+    assert_eq!(
+        report["summary"]["objectsTotal"], 2,
+        "b-mesh.yaml's two objects"
+    );
 }
 
 #[test]
@@ -529,6 +581,35 @@ fn json_has_the_documented_finding_shape_and_the_same_exit_code() {
 }
 
 #[test]
+fn json_related_objects_carry_their_own_file_and_line() {
+    let out = check_the_sample_mesh("json");
+    let report = json(&out.stdout);
+    let findings = report["findings"].as_array().expect("findings[]");
+    let conflict = findings
+        .iter()
+        .find(|f| f["code"] == "IST0145" && f["resource"]["name"] == "blog-gateway")
+        .expect("IST0145 on blog/blog-gateway");
+    let other = &conflict["related"][0];
+    assert_eq!(other["name"], "public-gateway", "{other}");
+    assert!(
+        other["file"]
+            .as_str()
+            .is_some_and(|file| file.ends_with("examples/istio/10-public-gateway.yaml")),
+        "{other}"
+    );
+    assert_eq!(other["line"], 2, "{other}");
+    for related in findings
+        .iter()
+        .flat_map(|f| f["related"].as_array().into_iter().flatten())
+    {
+        assert!(
+            related.get("file").is_some() && related.get("line").is_some(),
+            "file and line are never omitted: {related}"
+        );
+    }
+}
+
+#[test]
 fn plan_adds_repair_plans_to_text_and_json() {
     let text = run(&["-", "--plan"], Some(MISSING_GATEWAY));
     assert!(text.stdout.contains("repair"), "{}", text.stdout);
@@ -643,11 +724,7 @@ fn sarif_validates_against_the_2_1_0_schema_with_one_rule_per_code_and_file_line
 
 #[test]
 fn sarif_related_locations_point_at_the_other_objects_file_and_line() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio");
-    let out = run(
-        &[examples.to_str().expect("utf-8"), "--format", "sarif"],
-        None,
-    );
+    let out = check_the_sample_mesh("sarif");
     let log = json(&out.stdout);
     let conflict = log["runs"][0]["results"]
         .as_array()
@@ -884,11 +961,7 @@ fn the_analyze_suppress_annotation_is_honoured() {
 
 #[test]
 fn the_sample_mesh_reports_exactly_its_deliberate_faults() {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio");
-    let out = run(
-        &[examples.to_str().expect("utf-8"), "--format", "json"],
-        None,
-    );
+    let out = check_the_sample_mesh("json");
     assert_eq!(out.code, 1, "{}", out.stderr);
     let report = json(&out.stdout);
     let mut found: Vec<String> = report["findings"]
