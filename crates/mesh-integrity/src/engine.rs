@@ -172,6 +172,60 @@ fn register_functions(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// How a transaction stores objects.
+enum Load {
+    /// Every index in place: keys are looked up, replaced objects' rows deleted (upserts, and
+    /// batches into a non-empty engine).
+    Indexed,
+    /// A batch into an empty engine: the projection indexes are dropped for the load and built
+    /// once at the end (cheaper than maintaining them row by row), and objects are inserted
+    /// without looking their key up first (the object key's UNIQUE constraint reports a repeat).
+    Bulk {
+        /// `CREATE INDEX` statements of the dropped indexes.
+        indexes: Vec<String>,
+    },
+}
+
+impl Load {
+    /// `Bulk` when the engine holds nothing yet, else `Indexed`.
+    fn start(conn: &Connection) -> Result<Load, Error> {
+        let empty: bool =
+            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?;
+        if !empty {
+            return Ok(Load::Indexed);
+        }
+        let dropped: Vec<(String, String)> = {
+            let mut stmt = conn.prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
+                 AND tbl_name NOT IN ('object', 'refinery_schema_history') ORDER BY name",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut indexes = Vec::with_capacity(dropped.len());
+        for (name, sql) in dropped {
+            conn.execute_batch(&format!("DROP INDEX \"{name}\""))?;
+            indexes.push(sql);
+        }
+        Ok(Load::Bulk { indexes })
+    }
+
+    /// Builds the dropped indexes (if any) and continues as `Indexed`.
+    fn restore_indexes(&mut self, conn: &Connection) -> Result<(), Error> {
+        if let Load::Bulk { indexes, .. } = std::mem::replace(self, Load::Indexed) {
+            for sql in &indexes {
+                conn.execute_batch(sql)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the load: the indexes are all back.
+    fn finish(mut self, conn: &Connection) -> Result<(), Error> {
+        self.restore_indexes(conn)
+    }
+}
+
 /// Tables holding an object's projection, by kind (plus `export_to` and `undecodable` for all).
 fn tables_of(group: &str, kind: &str) -> &'static [&'static str] {
     match (group, kind) {
@@ -204,7 +258,10 @@ impl Engine {
 
     fn with_connection(mut conn: Connection) -> Result<Engine, Error> {
         conn.execute_batch(
-            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;",
+            // cache_size: an in-memory database keeps every page anyway; the limit matters to the
+            // sorter that builds indexes after a batch, which spills to merge passes below it.
+            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF; \
+             PRAGMA cache_size = -262144;",
         )?;
         let _ = conn.pragma_update(None, "journal_mode", "MEMORY");
         register_functions(&conn)?;
@@ -285,32 +342,12 @@ impl Engine {
         let started = Instant::now();
         let mut stats = IngestStats::default();
         let tx = self.conn.transaction()?;
-        // Into an empty engine, build the projection indexes once at the end: much faster than
-        // maintaining them row by row. (`object`'s own indexes stay: ingestion looks keys up.)
-        let empty: bool =
-            tx.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?;
-        let mut deferred: Vec<String> = Vec::new();
-        if empty {
-            let indexes: Vec<(String, String)> = {
-                let mut stmt = tx.prepare(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
-                     AND tbl_name NOT IN ('object', 'refinery_schema_history') ORDER BY name",
-                )?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<Result<_, _>>()?
-            };
-            for (name, sql) in indexes {
-                tx.execute_batch(&format!("DROP INDEX \"{name}\""))?;
-                deferred.push(sql);
-            }
-        }
+        let mut load = Load::start(&tx)?;
         for object in objects {
             let object: SourceObject = object.into();
-            store_object(&tx, &self.options, &object, &mut stats)?;
+            store_object(&tx, &self.options, &object, &mut stats, &mut load)?;
         }
-        for sql in &deferred {
-            tx.execute_batch(sql)?;
-        }
+        load.finish(&tx)?;
         tx.commit()?;
         self.last_ingest = Some(started.elapsed());
         Ok(stats)
@@ -323,7 +360,7 @@ impl Engine {
         let object = object.into();
         let mut stats = IngestStats::default();
         let tx = self.conn.transaction()?;
-        let key = store_object(&tx, &self.options, &object, &mut stats)?;
+        let key = store_object(&tx, &self.options, &object, &mut stats, &mut Load::Indexed)?;
         tx.commit()?;
         if key.is_none() && stats.skipped_unknown.is_empty() {
             return Err(Error::Identity(identity_problem(&object.value)));
@@ -367,7 +404,7 @@ impl Engine {
         };
         let projection = project::undecodable(key, &api_version, message);
         let tx = self.conn.transaction()?;
-        store_projection(&tx, &projection, None)?;
+        store_projection(&tx, &projection, None, &mut Load::Indexed)?;
         tx.commit()?;
         Ok(())
     }
@@ -663,6 +700,7 @@ fn store_object(
     options: &IngestOptions,
     object: &SourceObject,
     stats: &mut IngestStats,
+    load: &mut Load,
 ) -> Result<Option<ObjectKey>, Error> {
     match project::project(&object.value, &options.default_namespace) {
         Projected::Unknown(kind) => {
@@ -699,14 +737,14 @@ fn store_object(
                 &format!("(unnamed {}:{})", origin.file, origin.line),
             );
             let projection = project::undecodable(&key, api_version, &message);
-            store_projection(conn, &projection, Some(object))?;
+            store_projection(conn, &projection, Some(object), load)?;
             stats.undecodable += 1;
             stats.total += 1;
             *stats.by_kind.entry(key.kind.clone()).or_default() += 1;
             Ok(Some(key))
         }
         Projected::Object(projection) => {
-            store_projection(conn, &projection, Some(object))?;
+            store_projection(conn, &projection, Some(object), load)?;
             if projection.rows.undecodable.is_some() {
                 stats.undecodable += 1;
             }
@@ -736,12 +774,31 @@ fn store_projection(
     conn: &Connection,
     p: &Projection,
     source: Option<&SourceObject>,
+    load: &mut Load,
 ) -> Result<i64, Error> {
     let k = &p.key;
     let (file, line) = match source.and_then(|s| s.origin.as_ref()) {
         Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
         None => (None, None),
     };
+    if let Load::Bulk { .. } = load {
+        let inserted = conn.prepare_cached(
+                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (grp, kind, ns, name) DO NOTHING",
+            )?
+            .execute(params![
+                k.group, k.kind, k.namespace, k.name, p.api_version, p.created, p.owner,
+                p.contributors, p.managed, p.suppress, file, line
+            ])?;
+        if inserted == 1 {
+            let id = conn.last_insert_rowid();
+            insert_rows(conn, id, &p.rows)?;
+            return Ok(id);
+        }
+        // The same key twice in one snapshot: rare, so rather than deleting the first one's rows
+        // without indexes, build them now and store the rest of the batch the indexed way.
+        load.restore_indexes(conn)?;
+    }
     let existing: Option<i64> = conn
         .prepare_cached(
             "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",

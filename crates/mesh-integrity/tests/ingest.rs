@@ -228,3 +228,35 @@ fn report_json_shape_is_stable() {
     let back: mesh_integrity::Report = serde_json::from_value(json).unwrap();
     assert_eq!(back.findings.len(), 1);
 }
+
+#[test]
+fn a_key_repeated_in_one_snapshot_keeps_the_last_object() {
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "r", "namespace": "shop"},
+                         "spec": {"ports": [{"port": 80}]}});
+    let other = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "shop"},
+                       "spec": {"ports": [{"port": 80}]}});
+    // into an empty engine (the bulk path), the VirtualService first broken, then repaired, then
+    // more objects after the repeat
+    let mut engine = Engine::open_in_memory().unwrap();
+    engine
+        .ingest_batch(vec![
+            vs("v1", "nowhere"),
+            service.clone(),
+            vs("v1", "r"),
+            other.clone(),
+        ])
+        .unwrap();
+    let mut expected = Engine::open_in_memory().unwrap();
+    expected
+        .ingest_batch(vec![service, vs("v1", "r"), other])
+        .unwrap();
+    assert_eq!(
+        engine.objects_by_kind().unwrap(),
+        expected.objects_by_kind().unwrap()
+    );
+    assert_eq!(
+        engine.check().unwrap().findings,
+        expected.check().unwrap().findings
+    );
+    assert!(engine.check().unwrap().findings.is_empty());
+}
