@@ -6,6 +6,8 @@
 //! ```
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does a tiny smoke run only.
+//! `MESH_BENCH_BROKEN=100` makes every VirtualService route to a missing Service (a report with
+//! one finding per VirtualService) instead of 1%.
 //!
 //! The mesh for N VirtualServices: N/10 Gateways (each serving `*.gwK.example.com`), N Services,
 //! N/10 DestinationRules (subset v1) and N/10 ServiceEntries, over 100 namespaces. Half the
@@ -13,7 +15,7 @@
 //! port 80 (every tenth through subset v1), and 1% route to a Service that does not exist.
 //! Figures: batch ingest (projection + SQLite, one transaction), full check, and the incremental
 //! check of one watch event (upsert of a changed VirtualService + `findings_for` it), median and
-//! p99; memory per object from the Rust heap (counting allocator) plus SQLite's own
+//! p99; the time `finding_counts` takes; memory per object from the Rust heap (counting allocator) plus SQLite's own
 //! (`sqlite3_memory_used`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -52,13 +54,22 @@ fn sqlite_memory() -> i64 {
     unsafe { rusqlite::ffi::sqlite3_memory_used() }
 }
 
+/// Percentage of VirtualServices routing to a Service that does not exist (`MESH_BENCH_BROKEN`,
+/// default 1): 100 gives one finding per VirtualService, to measure reports with many findings.
+fn broken_percent() -> usize {
+    std::env::var("MESH_BENCH_BROKEN")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1)
+}
+
 fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
     let ns = format!("ns{}", i % 100);
     let mut dest = json!({"host": format!("svc{i}"), "port": {"number": 80}});
     if i.is_multiple_of(10) {
         dest["subset"] = json!("v1");
     }
-    if i % 100 == 99 {
+    if i % 100 >= 100 - broken_percent().min(100) {
         dest["host"] = json!(format!("missing{i}"));
     }
     if variant > 0 {
@@ -141,6 +152,9 @@ fn run(n: usize, events: usize) {
         println!("  slowest analyses: {:?}", &slowest[..slowest.len().min(6)]);
     }
     drop(report);
+    let started = Instant::now();
+    let counts = engine.finding_counts().expect("finding_counts");
+    let counting = started.elapsed();
     let heap_engine = HEAP.load(Ordering::Relaxed) - heap_input + heap_values;
     let sqlite_engine = sqlite_memory() - sqlite_before;
 
@@ -180,6 +194,10 @@ fn run(n: usize, events: usize) {
         check.as_secs_f64() * 1e3,
         summary.0,
         summary.1
+    );
+    println!(
+        "  finding counts:      {:>8.1} ms  ({counts:?})",
+        counting.as_secs_f64() * 1e3
     );
     println!(
         "  ingest + check:      {:>8.1} ms",

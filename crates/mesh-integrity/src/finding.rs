@@ -182,6 +182,19 @@ pub struct RuleInfo {
     pub requires: &'static [&'static str],
 }
 
+/// The number of findings of one code at one severity, from [`crate::Engine::finding_counts`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingCount {
+    /// The rule code (`IST0101`, `MSH0201`, …).
+    pub code: String,
+    /// The severity of the findings counted.
+    pub severity: Severity,
+    /// How many findings [`crate::Engine::check`] reports with this code and severity (suppressed
+    /// findings are not counted); never 0.
+    pub count: u64,
+}
+
 /// Counts in a report.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

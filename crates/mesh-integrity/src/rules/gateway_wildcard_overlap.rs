@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "ga.obj = ?1")],
     once_per_object: false,
     guard: None,
+    rule_of_row: None,
     build,
 };
 

@@ -42,6 +42,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "obj = ?1")],
     once_per_object: true,
     guard: None,
+    rule_of_row: None,
     build,
 };
 

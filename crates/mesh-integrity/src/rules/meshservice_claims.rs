@@ -72,6 +72,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "p.loser = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
+    rule_of_row: None,
     build,
 };
 

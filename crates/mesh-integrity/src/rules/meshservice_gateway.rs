@@ -35,6 +35,7 @@ pub(crate) static NOT_FOUND: Analysis = Analysis {
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
+    rule_of_row: None,
     build: build_not_found,
 };
 
@@ -54,6 +55,7 @@ pub(crate) static NOT_SERVED: Analysis = Analysis {
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
+    rule_of_row: None,
     build: build_not_served,
 };
 

@@ -33,6 +33,7 @@ pub(crate) static SERVICE: Analysis = Analysis {
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
+    rule_of_row: None,
     build: build_service,
 };
 
@@ -46,6 +47,7 @@ pub(crate) static VIRTUAL_SERVICE: Analysis = Analysis {
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
+    rule_of_row: None,
     build: build_vs,
 };
 

@@ -103,7 +103,8 @@ pub(crate) const ALL_KINDS: &[&str] = &[
     "MeshService",
 ];
 
-/// One SQL query and the rules its rows become.
+/// One SQL query and the rules its rows become. The first column of every row is the id of the
+/// object the finding is reported on.
 pub(crate) struct Analysis {
     pub rules: &'static [&'static RuleInfo],
     /// Kinds the findings are reported on (for `findings_for`).
@@ -119,6 +120,9 @@ pub(crate) struct Analysis {
     pub once_per_object: bool,
     /// A cheap `SELECT EXISTS (...)`: when it is false the analysis cannot find anything and is skipped.
     pub guard: Option<&'static str>,
+    /// For an analysis of several rules: which one a row of the full query becomes (counting
+    /// findings without building them). `None`: the analysis has one rule.
+    pub rule_of_row: Option<fn(&Row) -> &'static RuleInfo>,
     pub build: fn(&Ctx, &Row) -> Result<Option<Hit>, Error>,
 }
 
@@ -135,6 +139,14 @@ impl Analysis {
             );
         }
         sql
+    }
+
+    /// The rule a row of the full query becomes a finding of.
+    pub fn rule_of(&self, row: &Row) -> &'static RuleInfo {
+        match self.rule_of_row {
+            Some(rule_of_row) => rule_of_row(row),
+            None => self.rules[0],
+        }
     }
 
     /// The first required kind missing from `present`, if any.
@@ -420,4 +432,21 @@ pub(crate) fn add_gateway_host(
     } else {
         json!([{"op": "add", "path": format!("/spec/servers/{sidx}/hosts/-"), "value": host}])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_analysis_of_several_rules_says_which_rule_a_row_becomes() {
+        for analysis in analyses() {
+            assert!(
+                analysis.rules.len() == 1 || analysis.rule_of_row.is_some(),
+                "{} has {} rules and no rule_of_row: finding_counts could not tell them apart",
+                analysis.rules[0].name,
+                analysis.rules.len()
+            );
+        }
+    }
 }

@@ -35,6 +35,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     ],
     once_per_object: true,
     guard: None,
+    rule_of_row: None,
     build,
 };
 

@@ -43,6 +43,7 @@ pub(crate) static NO_POD: Analysis = Analysis {
     targets: &[("{t}", "sc.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
+    rule_of_row: None,
     build: build_no_pod,
 };
 
@@ -58,6 +59,7 @@ pub(crate) static CONFLICT: Analysis = Analysis {
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
+    rule_of_row: None,
     build: build_conflict,
 };
 
@@ -72,6 +74,7 @@ pub(crate) static MULTIPLE: Analysis = Analysis {
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
+    rule_of_row: None,
     build: build_multiple,
 };
 

@@ -21,6 +21,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "u.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM undecodable)"),
+    rule_of_row: None,
     build,
 };
 

@@ -88,8 +88,21 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     guard: None,
+    rule_of_row: Some(rule_of_row),
     build,
 };
+
+/// The rule a row of the full query becomes (as `build` decides, without building the finding):
+/// no provider → the host (or mirror host) is not found; else no port → the selector is required;
+/// else the port is not exposed (the full query returns problem rows only).
+fn rule_of_row(row: &Row) -> &'static RuleInfo {
+    match (row.ids(7).is_empty(), row.i(2) != 0, row.oi(5)) {
+        (true, true, _) => &MIRROR,
+        (true, false, _) => &HOST,
+        (false, _, None) => &SELECTOR,
+        (false, _, Some(_)) => &PORT,
+    }
+}
 
 fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let vs_id = row.i(0);

@@ -29,6 +29,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     guard: None,
+    rule_of_row: None,
     build,
 };
 
