@@ -16,7 +16,6 @@ mod report;
 mod sarif;
 mod text;
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -218,9 +217,6 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     let mut parse_problems: Vec<InputProblem> = Vec::new();
     let mut engine_failure: Option<String> = None;
     let mut graph_objects: Vec<graph::GraphObject> = Vec::new();
-    // The engine names related objects without their file; JSON's `related[].file`/`line` and
-    // SARIF's related locations need it, so remember where each object was read.
-    let mut origins: Origins = HashMap::new();
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel(8);
         scope.spawn(move || {
@@ -248,17 +244,6 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
                         .iter()
                         .filter_map(|o| graph::GraphObject::from_value(&o.value, &args.namespace)),
                 );
-            }
-            if args.format != Format::Text {
-                origins.extend(objects.iter().filter_map(|object| {
-                    let key =
-                        mesh_integrity::ObjectKey::from_value(&object.value, &args.namespace)?;
-                    let origin = object.origin.as_ref()?;
-                    Some((
-                        (key.kind, key.namespace, key.name),
-                        (origin.file.clone(), origin.line),
-                    ))
-                }));
             }
             if engine_failure.is_none()
                 && let Err(message) = session.ingest(objects)
@@ -318,7 +303,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
                     .as_bytes(),
             )
         }
-        Format::Json => match json_report(&outcome, args.plan, &origins) {
+        Format::Json => match json_report(&outcome, args.plan) {
             Ok(report) => write_json(stdout, &report),
             Err(error) => Err(std::io::Error::other(error)),
         },
@@ -329,7 +314,8 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
                 .flat_map(|f| f.related.iter_mut())
             {
                 if related.file.is_none()
-                    && let Some((file, line)) = origins.get(&related.resource.identity())
+                    && let Some((file, line)) =
+                        outcome.related_origins.get(&related.resource.identity())
                 {
                     related.file = Some(file.clone());
                     related.line = Some(*line);
@@ -387,18 +373,11 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     }
 }
 
-/// Where each object was read: (kind, namespace, name) → (file, line).
-type Origins = HashMap<(String, String, String), (String, u32)>;
-
 /// The engine's report, with repair plans only when `--plan` asked for them (so that the default
 /// JSON stays small and stable; the `repair` key is always there), and with `file` and `line` on
 /// every `related[]` entry (`null` when that object was not in the input), which the engine, not
 /// knowing files, leaves out.
-fn json_report(
-    outcome: &engine::Outcome,
-    with_plan: bool,
-    origins: &Origins,
-) -> Result<Value, serde_json::Error> {
+fn json_report(outcome: &engine::Outcome, with_plan: bool) -> Result<Value, serde_json::Error> {
     let mut report = serde_json::to_value(&outcome.report)?;
     for finding in items_mut(&mut report, "findings") {
         if !with_plan && let Some(repair) = finding.get_mut("repair") {
@@ -407,7 +386,7 @@ fn json_report(
         for related in items_mut(finding, "related") {
             let identity = ["kind", "namespace", "name"]
                 .map(|field| related[field].as_str().unwrap_or_default().to_string());
-            let origin = origins.get(&identity.into());
+            let origin = outcome.related_origins.get(&identity.into());
             if let Some(entry) = related.as_object_mut() {
                 entry.insert("file".into(), json!(origin.map(|(file, _)| file)));
                 entry.insert("line".into(), json!(origin.map(|(_, line)| line)));
