@@ -180,6 +180,20 @@ pub struct RuleInfo {
     pub explanation: &'static str,
     /// Kinds that must be in the input for the rule to run (`Pod`, `Secret`, `Namespace`); empty: always runs.
     pub requires: &'static [&'static str],
+    /// Who reports it: the engine's SQL rules, or the operator alone (in a MeshService's status).
+    pub reported_by: ReportedBy,
+}
+
+/// Who reports the findings of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportedBy {
+    /// The engine: [`crate::Engine::check`], [`crate::Engine::findings_for`], the offline `check`.
+    Engine,
+    /// Only the operator, while it reconciles (in the MeshService's status): the condition needs
+    /// what the operator sees when it applies objects, not what the engine holds. Listed so that
+    /// `--list-rules` and the generated docs know every code; never in an engine report.
+    Operator,
 }
 
 /// The number of findings of one code at one severity, from [`crate::Engine::finding_counts`].

@@ -80,6 +80,8 @@
 //! | MSH0203 | `meshservice-host-not-served` |
 //! | MSH0204 | `meshservice-service-name-taken` |
 //! | MSH0205 | `meshservice-virtualservice-name-taken` |
+//! | MSH0206 | `meshservice-gateway-name-taken` (reported by the operator only) |
+//! | MSH0207 | `meshservice-gateway-port-dropped` (reported by the operator only) |
 //!
 //! Rules that need Pods, Secrets or Namespaces run only when objects of that kind are in the
 //! engine; the report's `coverage` says which did not run.
@@ -124,7 +126,7 @@ pub use engine::Engine;
 pub use error::{Error, ParseError, ParseErrorKind};
 pub use finding::{
     ActionKind, ChainLink, Coverage, Durations, Finding, FindingCount, REPORT_VERSION,
-    RepairAction, Report, ResourceRef, RuleInfo, Severity, SkippedRule, Summary,
+    RepairAction, Report, ReportedBy, ResourceRef, RuleInfo, Severity, SkippedRule, Summary,
 };
 pub use model::{
     GATEWAY_API_GROUP, ISTIO_GROUP, IngestOptions, IngestStats, ObjectKey, Origin, SourceObject,

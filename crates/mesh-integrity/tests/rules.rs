@@ -642,3 +642,28 @@ fn the_registry_lists_every_rule_once() {
     }
     assert_eq!(rules.iter().filter(|r| r.code == "IST0101").count(), 8);
 }
+
+#[test]
+fn codes_only_the_operator_reports_are_listed_and_marked() {
+    let by_operator: Vec<(&str, &str)> = mesh_integrity::rules()
+        .iter()
+        .filter(|r| r.reported_by == mesh_integrity::ReportedBy::Operator)
+        .map(|r| (r.code, r.name))
+        .collect();
+    assert_eq!(
+        by_operator,
+        [
+            ("MSH0206", "meshservice-gateway-name-taken"),
+            ("MSH0207", "meshservice-gateway-port-dropped")
+        ]
+    );
+    let listed = serde_json::to_value(mesh_integrity::rule_by_name(
+        "meshservice-gateway-port-dropped",
+    ))
+    .unwrap();
+    assert_eq!(listed["reportedBy"], "operator");
+    assert_eq!(listed["severity"], "warning");
+    let engine_rule =
+        serde_json::to_value(mesh_integrity::rule_by_name("vs-gateway-not-found")).unwrap();
+    assert_eq!(engine_rule["reportedBy"], "engine");
+}

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 
 use crate::engine::{Ctx, ObjInfo};
 use crate::error::Error;
-use crate::finding::{ActionKind, ChainLink, RepairAction, ResourceRef, RuleInfo, Severity};
+use crate::finding::{
+    ActionKind, ChainLink, RepairAction, ReportedBy, ResourceRef, RuleInfo, Severity,
+};
 
 mod dr_duplicate_host;
 mod dr_host_unknown;
@@ -25,6 +27,7 @@ mod mesh_gateway_hosts;
 mod meshservice_claims;
 mod meshservice_gateway;
 mod meshservice_names;
+mod operator_reported;
 mod se_host_port_claims;
 mod se_protocol_conflict;
 mod sidecars;
@@ -68,18 +71,18 @@ pub(crate) fn analyses() -> &'static [&'static Analysis] {
 
 static RULES: LazyLock<Vec<RuleInfo>> = LazyLock::new(|| {
     let mut rules: Vec<RuleInfo> = Vec::new();
-    for a in ANALYSES {
-        for r in a.rules {
-            if !rules.iter().any(|x| x.name == r.name) {
-                rules.push(**r);
-            }
+    let engine_rules = ANALYSES.iter().flat_map(|a| a.rules.iter());
+    for r in engine_rules.chain(operator_reported::RULES) {
+        if !rules.iter().any(|x| x.name == r.name) {
+            rules.push(**r);
         }
     }
     rules.sort_by(|a, b| (a.code, a.name).cmp(&(b.code, b.name)));
     rules
 });
 
-/// Every rule the engine runs, sorted by code then name (for `--list-rules` and generated docs).
+/// Every rule, sorted by code then name (for `--list-rules` and generated docs): those the engine
+/// runs, and those only the operator reports ([`ReportedBy::Operator`]).
 pub fn rules() -> &'static [RuleInfo] {
     &RULES
 }
@@ -256,14 +259,7 @@ pub(crate) const fn rule(
     summary: &'static str,
     explanation: &'static str,
 ) -> RuleInfo {
-    RuleInfo {
-        code,
-        name,
-        severity,
-        summary,
-        explanation,
-        requires: &[],
-    }
+    rule_requiring(code, name, severity, summary, explanation, &[])
 }
 
 pub(crate) const fn rule_requiring(
@@ -281,6 +277,15 @@ pub(crate) const fn rule_requiring(
         summary,
         explanation,
         requires,
+        reported_by: ReportedBy::Engine,
+    }
+}
+
+/// `rule` as one only the operator reports (no SQL: the engine never finds it).
+pub(crate) const fn reported_by_operator(rule: RuleInfo) -> RuleInfo {
+    RuleInfo {
+        reported_by: ReportedBy::Operator,
+        ..rule
     }
 }
 
@@ -437,6 +442,24 @@ pub(crate) fn add_gateway_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_engine_runs_every_engine_rule_and_no_operator_rule() {
+        let run: Vec<&str> = analyses()
+            .iter()
+            .flat_map(|a| a.rules.iter())
+            .inspect(|r| assert_eq!(r.reported_by, ReportedBy::Engine, "{}", r.name))
+            .map(|r| r.name)
+            .collect();
+        for rule in rules() {
+            assert_eq!(
+                run.contains(&rule.name),
+                rule.reported_by == ReportedBy::Engine,
+                "{}",
+                rule.name
+            );
+        }
+    }
 
     #[test]
     fn an_analysis_of_several_rules_says_which_rule_a_row_becomes() {
