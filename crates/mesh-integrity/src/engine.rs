@@ -1,7 +1,9 @@
 //! The engine: a SQLite connection holding the projections, and the operations on it.
 
 use std::cell::RefCell;
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -826,16 +828,64 @@ fn store_object(
     }
 }
 
-fn clear_rows(conn: &Connection, id: i64, group: &str, kind: &str) -> Result<(), Error> {
-    for table in tables_of(group, kind)
+/// Every table an object of this kind can have rows in, in the order of its `proj_hash`.
+fn object_tables(group: &str, kind: &str) -> impl Iterator<Item = &'static str> {
+    tables_of(group, kind)
         .iter()
         .chain(["export_to", "undecodable"].iter())
-    {
-        let column = "obj";
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE {column} = ?1"))?
-            .execute([id])?;
+        .copied()
+}
+
+fn clear_rows(conn: &Connection, id: i64, group: &str, kind: &str) -> Result<(), Error> {
+    for table in object_tables(group, kind) {
+        clear_table(conn, id, table)?;
     }
     Ok(())
+}
+
+fn clear_table(conn: &Connection, id: i64, table: &str) -> Result<(), Error> {
+    conn.prepare_cached(&format!("DELETE FROM {table} WHERE obj = ?1"))?
+        .execute([id])?;
+    Ok(())
+}
+
+/// The `proj_hash` of a projection: per table of its kind, a hash of the rows it writes there.
+fn projection_hashes(group: &str, kind: &str, rows: &project::Rows) -> Vec<u8> {
+    object_tables(group, kind)
+        .flat_map(|table| {
+            let mut hasher = DefaultHasher::new();
+            table_rows_hash(rows, table, &mut hasher);
+            hasher.finish().to_le_bytes()
+        })
+        .collect()
+}
+
+/// Hashes the part of `rows` that [`insert_table`] writes into `table`.
+fn table_rows_hash(rows: &project::Rows, table: &str, hasher: &mut DefaultHasher) {
+    match table {
+        "export_to" => rows.export_to.hash(hasher),
+        "undecodable" => rows.undecodable.hash(hasher),
+        "vs" => rows.vs.hash(hasher),
+        "vs_host" => rows.vs_host.hash(hasher),
+        "vs_gateway" => rows.vs_gateway.hash(hasher),
+        "mesh_host" => rows.mesh_host.hash(hasher),
+        "dest" => rows.dest.hash(hasher),
+        "gateway" => rows.gateway.hash(hasher),
+        "gw_server" => rows.gw_server.hash(hasher),
+        "selector" => rows.selector.hash(hasher),
+        "label" => rows.label.hash(hasher),
+        "provider" => rows.provider.hash(hasher),
+        "port" => rows.port.hash(hasher),
+        "service" => rows.service.hash(hasher),
+        "dr" => rows.dr.hash(hasher),
+        "dr_subset" => rows.dr_subset.hash(hasher),
+        "sidecar" => rows.sidecar.hash(hasher),
+        "secret" => rows.secret.hash(hasher),
+        "ms" => rows.ms.hash(hasher),
+        "ms_host" => rows.ms_host.hash(hasher),
+        "ms_port" => rows.ms_port.hash(hasher),
+        _ => {}
+    }
 }
 
 fn store_projection(
@@ -849,44 +899,59 @@ fn store_projection(
         Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
         None => (None, None),
     };
+    let hashes = projection_hashes(&k.group, &k.kind, &p.rows);
     if let Load::Bulk { .. } = load {
         let inserted = conn.prepare_cached(
-                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (grp, kind, ns, name) DO NOTHING",
+                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (grp, kind, ns, name) DO NOTHING",
             )?
             .execute(params![
                 k.group, k.kind, k.namespace, k.name, p.api_version, p.created, p.owner,
-                p.contributors, p.managed, p.suppress, file, line
+                p.contributors, p.managed, p.suppress, file, line, hashes
             ])?;
         if inserted == 1 {
             let id = conn.last_insert_rowid();
-            insert_rows(conn, id, &p.rows)?;
+            for table in object_tables(&k.group, &k.kind) {
+                insert_table(conn, id, &p.rows, table)?;
+            }
             return Ok(id);
         }
         // The same key twice in one snapshot: rare, so rather than deleting the first one's rows
         // without indexes, build them now and store the rest of the batch the indexed way.
         load.restore_indexes(conn)?;
     }
-    let existing: Option<i64> = conn
+    let existing: Option<(i64, Option<Vec<u8>>)> = conn
         .prepare_cached(
-            "SELECT id FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
+            "SELECT id, proj_hash FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
         )?
-        .query_row(params![k.group, k.kind, k.namespace, k.name], |r| r.get(0))
+        .query_row(params![k.group, k.kind, k.namespace, k.name], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
-    let id = match existing {
-        Some(id) => {
-            clear_rows(conn, id, &k.group, &k.kind)?;
+    match existing {
+        Some((id, stored)) => {
+            let stored = stored
+                .filter(|s| s.len() == hashes.len())
+                .unwrap_or_default();
+            for (i, table) in object_tables(&k.group, &k.kind).enumerate() {
+                let slot = i * 8..i * 8 + 8;
+                // rewrite only the tables whose rows changed
+                if stored.get(slot.clone()) != hashes.get(slot) {
+                    clear_table(conn, id, table)?;
+                    insert_table(conn, id, &p.rows, table)?;
+                }
+            }
             conn.prepare_cached(
                 "UPDATE object SET api_version = ?2, created = ?3, owner = ?4, contributors = ?5, managed = ?6, \
-                 suppress = ?7, file = ?8, line = ?9 WHERE id = ?1",
+                 suppress = ?7, file = ?8, line = ?9, proj_hash = ?10 WHERE id = ?1",
             )?
-            .execute(params![id, p.api_version, p.created, p.owner, p.contributors, p.managed, p.suppress, file, line])?;
-            id
+            .execute(params![id, p.api_version, p.created, p.owner, p.contributors, p.managed, p.suppress, file, line, hashes])?;
+            Ok(id)
         }
         None => {
             conn.prepare_cached(
-                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 k.group,
@@ -900,156 +965,197 @@ fn store_projection(
                 p.managed,
                 p.suppress,
                 file,
-                line
+                line,
+                hashes
             ])?;
-            conn.last_insert_rowid()
+            let id = conn.last_insert_rowid();
+            for table in object_tables(&k.group, &k.kind) {
+                insert_table(conn, id, &p.rows, table)?;
+            }
+            Ok(id)
         }
-    };
-    insert_rows(conn, id, &p.rows)?;
-    Ok(id)
+    }
 }
 
-fn insert_rows(conn: &Connection, id: i64, rows: &project::Rows) -> Result<(), Error> {
+/// Writes the rows of `table` for object `id`.
+fn insert_table(
+    conn: &Connection,
+    id: i64,
+    rows: &project::Rows,
+    table: &str,
+) -> Result<(), Error> {
     let wild = project::wild;
-    if let Some(message) = &rows.undecodable {
-        conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?
-            .execute(params![id, message])?;
-        return Ok(());
-    }
-    if !rows.export_to.is_empty() {
-        let mut s =
-            conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
-        for (scope, raw) in &rows.export_to {
-            s.execute(params![id, scope, raw])?;
+    match table {
+        "undecodable" => {
+            if let Some(message) = &rows.undecodable {
+                conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?
+                    .execute(params![id, message])?;
+            }
         }
-    }
-    if let Some((mesh, export_all)) = rows.vs {
-        conn.prepare_cached("INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)")?
-            .execute(params![id, mesh, export_all])?;
-        let mut s = conn.prepare_cached(
-            "INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (i, (host, fqdn)) in rows.vs_host.iter().enumerate() {
-            s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+        "export_to" => {
+            let mut s =
+                conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
+            for (scope, raw) in &rows.export_to {
+                s.execute(params![id, scope, raw])?;
+            }
         }
-        let mut s = conn.prepare_cached(
-            "INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (i, r, n, name) in &rows.vs_gateway {
-            s.execute(params![id, i, r, n, name])?;
+        "vs" => {
+            if let Some((mesh, export_all)) = rows.vs {
+                conn.prepare_cached("INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id, mesh, export_all])?;
+            }
         }
-        let mut s = conn.prepare_cached(
-            "INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for (scope, fqdn) in &rows.mesh_host {
-            s.execute(params![id, scope, fqdn, wild(fqdn)])?;
+        "vs_host" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, (host, fqdn)) in rows.vs_host.iter().enumerate() {
+                s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+            }
         }
-        let mut s = conn.prepare_cached(
-            "INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        for d in &rows.dest {
-            s.execute(params![
-                id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path
-            ])?;
+        "vs_gateway" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, r, n, name) in &rows.vs_gateway {
+                s.execute(params![id, i, r, n, name])?;
+            }
         }
-    }
-    if let Some((sel, sel_n, n_servers)) = &rows.gateway {
-        conn.prepare_cached(
-            "INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![id, sel, sel_n, n_servers])?;
-    }
-    if !rows.gw_server.is_empty() {
-        let mut s = conn.prepare_cached(
-            "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        for v in &rows.gw_server {
-            s.execute(params![
-                id,
-                v.sidx,
-                v.hidx,
-                v.port,
-                v.protocol,
-                v.bind,
-                v.raw,
-                v.vis_ns,
-                v.host,
-                wild(&v.host),
-                v.credential
-            ])?;
+        "mesh_host" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (scope, fqdn) in &rows.mesh_host {
+                s.execute(params![id, scope, fqdn, wild(fqdn)])?;
+            }
         }
-    }
-    if !rows.selector.is_empty() {
-        let mut s =
-            conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
-        for (k, v) in &rows.selector {
-            s.execute(params![id, k, v])?;
+        "dest" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for d in &rows.dest {
+                s.execute(params![
+                    id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path
+                ])?;
+            }
         }
-    }
-    if !rows.label.is_empty() {
-        let mut s =
-            conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
-        for (k, v) in &rows.label {
-            s.execute(params![id, k, v])?;
+        "gateway" => {
+            if let Some((sel, sel_n, n_servers)) = &rows.gateway {
+                conn.prepare_cached(
+                    "INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![id, sel, sel_n, n_servers])?;
+            }
         }
-    }
-    if !rows.provider.is_empty() {
-        let mut s = conn.prepare_cached(
-            "INSERT INTO provider (obj, scope, raw, fqdn, wild, suffix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for (scope, raw, fqdn) in &rows.provider {
-            let w = wild(fqdn);
-            let suffix = if w { Some(&fqdn[1..]) } else { None };
-            s.execute(params![id, scope, raw, fqdn, w, suffix])?;
+        "gw_server" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for v in &rows.gw_server {
+                s.execute(params![
+                    id,
+                    v.sidx,
+                    v.hidx,
+                    v.port,
+                    v.protocol,
+                    v.bind,
+                    v.raw,
+                    v.vis_ns,
+                    v.host,
+                    wild(&v.host),
+                    v.credential
+                ])?;
+            }
         }
-    }
-    if !rows.port.is_empty() {
-        let mut s = conn.prepare_cached(
-            "INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (n, name, protocol, target) in &rows.port {
-            s.execute(params![id, n, name, protocol, target])?;
+        "selector" => {
+            let mut s =
+                conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
+            for (k, v) in &rows.selector {
+                s.execute(params![id, k, v])?;
+            }
         }
-    }
-    if let Some(sel_n) = rows.service {
-        conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?
-            .execute(params![id, sel_n])?;
-    }
-    if let Some((host, fqdn, skey, export_all, n_subsets)) = &rows.dr {
-        conn.prepare_cached(
-            "INSERT INTO dr (obj, host, fqdn, skey, wild, export_all, n_subsets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![id, host, fqdn, skey, wild(host), export_all, n_subsets])?;
-        let mut s = conn.prepare_cached("INSERT INTO dr_subset (obj, name) VALUES (?1, ?2)")?;
-        for name in &rows.dr_subset {
-            s.execute(params![id, name])?;
+        "label" => {
+            let mut s =
+                conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
+            for (k, v) in &rows.label {
+                s.execute(params![id, k, v])?;
+            }
         }
-    }
-    if let Some(sel_n) = rows.sidecar {
-        conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?
-            .execute(params![id, sel_n])?;
-    }
-    if let Some(t) = &rows.secret {
-        conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?
-            .execute(params![id, t])?;
-    }
-    if let Some((service_name, gw_ns, gw_name, managed, credential)) = &rows.ms {
-        conn.prepare_cached(
-            "INSERT INTO ms (obj, service_name, gw_ns, gw_name, gw_managed, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![id, service_name, gw_ns, gw_name, managed, credential])?;
-        let mut s = conn.prepare_cached(
-            "INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (i, (host, fqdn)) in rows.ms_host.iter().enumerate() {
-            s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+        "provider" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO provider (obj, scope, raw, fqdn, wild, suffix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (scope, raw, fqdn) in &rows.provider {
+                let w = wild(fqdn);
+                let suffix = if w { Some(&fqdn[1..]) } else { None };
+                s.execute(params![id, scope, raw, fqdn, w, suffix])?;
+            }
         }
-        let mut s =
-            conn.prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
-        for (port, protocol) in &rows.ms_port {
-            s.execute(params![id, port, protocol])?;
+        "port" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (n, name, protocol, target) in &rows.port {
+                s.execute(params![id, n, name, protocol, target])?;
+            }
         }
+        "service" => {
+            if let Some(sel_n) = rows.service {
+                conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?
+                    .execute(params![id, sel_n])?;
+            }
+        }
+        "dr" => {
+            if let Some((host, fqdn, skey, export_all, n_subsets)) = &rows.dr {
+                conn.prepare_cached(
+                    "INSERT INTO dr (obj, host, fqdn, skey, wild, export_all, n_subsets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![id, host, fqdn, skey, wild(host), export_all, n_subsets])?;
+            }
+        }
+        "dr_subset" => {
+            let mut s = conn.prepare_cached("INSERT INTO dr_subset (obj, name) VALUES (?1, ?2)")?;
+            for name in &rows.dr_subset {
+                s.execute(params![id, name])?;
+            }
+        }
+        "sidecar" => {
+            if let Some(sel_n) = rows.sidecar {
+                conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?
+                    .execute(params![id, sel_n])?;
+            }
+        }
+        "secret" => {
+            if let Some(t) = &rows.secret {
+                conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?
+                    .execute(params![id, t])?;
+            }
+        }
+        "ms" => {
+            if let Some((service_name, gw_ns, gw_name, managed, credential)) = &rows.ms {
+                conn.prepare_cached(
+                    "INSERT INTO ms (obj, service_name, gw_ns, gw_name, gw_managed, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![id, service_name, gw_ns, gw_name, managed, credential])?;
+            }
+        }
+        "ms_host" => {
+            let mut s = conn.prepare_cached(
+                "INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, (host, fqdn)) in rows.ms_host.iter().enumerate() {
+                s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
+            }
+        }
+        "ms_port" => {
+            let mut s = conn
+                .prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
+            for (port, protocol) in &rows.ms_port {
+                s.execute(params![id, port, protocol])?;
+            }
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ pub fn is_known(group: &str, kind: &str) -> bool {
     KNOWN_KINDS.iter().any(|(g, k)| *g == group && *k == kind)
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Hash)]
 pub(crate) struct Dest {
     pub idx: i64,
     pub mirror: bool,
@@ -44,7 +44,7 @@ pub(crate) struct Dest {
     pub path: String,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Hash)]
 pub(crate) struct Server {
     pub sidx: i64,
     pub hidx: i64,

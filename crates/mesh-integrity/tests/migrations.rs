@@ -79,3 +79,30 @@ fn a_file_database_is_migrated_once_and_reopened() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_reopened_file_database_applies_changes_made_before_and_after() {
+    let dir = std::env::temp_dir().join(format!("mesh-integrity-reopen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("engine.sqlite");
+    let _ = std::fs::remove_file(&path);
+    let vs = |host: &str| {
+        serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "r", "namespace": "x"},
+            "spec": {"hosts": ["r"], "http": [{"route": [{"destination": {"host": host}}]}]}})
+    };
+    let service = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "a", "namespace": "x"}, "spec": {"ports": [{"port": 80}]}});
+    {
+        let mut engine = mesh_integrity::Engine::open(&path).unwrap();
+        engine.upsert(service).unwrap();
+        engine.upsert(vs("nowhere")).unwrap();
+        assert_eq!(engine.check().unwrap().findings.len(), 1);
+    }
+    let mut engine = mesh_integrity::Engine::open(&path).unwrap();
+    engine.upsert(vs("a")).unwrap();
+    assert!(engine.check().unwrap().findings.is_empty());
+    engine.upsert(vs("nowhere")).unwrap();
+    assert_eq!(engine.check().unwrap().findings.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

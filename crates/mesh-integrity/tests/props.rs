@@ -214,3 +214,57 @@ proptest! {
         }
     }
 }
+
+/// Variant `v` (0..4) of object `o` (0..6): each variant changes a different part of the object.
+fn variant(o: usize, v: usize) -> Value {
+    match o {
+        0 | 1 => {
+            let mut dest =
+                json!({"host": format!("svc{}", v % 2), "port": {"number": 80 + (v / 2) as u32}});
+            if v == 3 {
+                dest["subset"] = json!("v1");
+            }
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": format!("vs{o}"), "namespace": "ns", "labels": {"rev": v.to_string()}},
+                "spec": {"hosts": [format!("h{}.example.com", o + v % 2)],
+                         "gateways": if v >= 2 { json!(["gw"]) } else { json!([]) },
+                         "http": [{"route": [{"destination": dest}]}]}})
+        }
+        2 | 3 => json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc{}", o - 2), "namespace": "ns",
+                         "annotations": if v == 3 { json!({"networking.istio.io/exportTo": "other"}) } else { json!({}) }},
+            "spec": {"selector": {"app": format!("a{v}")}, "ports": if v.is_multiple_of(2) { json!([{"port": 80}]) } else { json!([{"port": 80}, {"port": 81}]) }}}),
+        4 => json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "dr", "namespace": "ns"},
+            "spec": {"host": format!("svc{}", v % 2), "subsets": [{"name": format!("v{}", 1 + v / 2)}]}}),
+        _ => json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "ns"},
+            "spec": {"selector": {"istio": "ingress"},
+                     "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                                  "hosts": if v == 0 { json!("*/*") } else { json!([format!("h{v}.example.com")]) }}]}}),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_sequence_of_updates_ends_where_a_batch_of_the_last_versions_starts(
+        events in proptest::collection::vec((0usize..6, 0usize..4, any::<bool>()), 1..40),
+    ) {
+        let mut engine = Engine::open_in_memory().unwrap();
+        let mut last: std::collections::BTreeMap<usize, Value> = std::collections::BTreeMap::new();
+        for (o, v, delete) in events {
+            let object = variant(o, v);
+            if delete {
+                engine.delete(&ObjectKey::from_value(&object, "default").unwrap()).unwrap();
+                last.remove(&o);
+            } else {
+                engine.upsert(object.clone()).unwrap();
+                last.insert(o, object);
+            }
+        }
+        let batch = findings(&last.values().cloned().collect::<Vec<_>>());
+        prop_assert_eq!(engine.check().unwrap().findings, batch);
+    }
+}
