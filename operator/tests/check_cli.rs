@@ -118,8 +118,10 @@ fn run(args: &[&str], stdin: Option<&str>) -> Run {
     let mut child = command.spawn().expect("the binary starts");
     if let Some(text) = stdin {
         let mut pipe = child.stdin.take().expect("stdin is piped");
-        pipe.write_all(text.as_bytes())
-            .expect("stdin accepts the input");
+        // A run that stops before reading its input (a usage error) closes the pipe first.
+        if let Err(error) = pipe.write_all(text.as_bytes()) {
+            assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+        }
     }
     let output: Output = child.wait_with_output().expect("the binary finishes");
     Run {
@@ -463,6 +465,27 @@ fn a_reference_across_two_files_is_resolved() {
         None,
     );
     assert_eq!(both.code, 0, "{}", both.stdout);
+}
+
+#[test]
+fn an_object_repeated_in_a_later_file_replaces_the_earlier_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let route = |gateway: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: x}}\nspec:\n  hosts: [a]\n  gateways: [{gateway}]\n"
+        )
+    };
+    write(dir.path(), "1.yaml", &route("gw-first"));
+    write(
+        dir.path(),
+        "2.yaml",
+        &format!("# moved here\n{}", route("gw-second")),
+    );
+    let out = run(&[dir.path().to_str().expect("utf-8 path")], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stdout.contains("\"x/gw-second\""), "{}", out.stdout);
+    assert!(!out.stdout.contains("gw-first"), "{}", out.stdout);
+    assert!(out.stdout.contains("2.yaml:2)"), "{}", out.stdout);
 }
 
 #[test]

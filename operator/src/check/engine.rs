@@ -72,8 +72,11 @@ impl Session {
         })
     }
 
-    /// Projects a batch of objects (one file's) into the engine.
-    pub fn ingest(&mut self, objects: Vec<SourceObject>) -> Result<(), String> {
+    /// Projects a batch of objects into the engine, in one transaction.
+    pub fn ingest(
+        &mut self,
+        objects: impl IntoIterator<Item = SourceObject>,
+    ) -> Result<(), String> {
         let started = Instant::now();
         let stats = self
             .engine
