@@ -297,7 +297,55 @@ struct Child {
     resource: ApiResource,
     namespace: String,
     name: String,
+    /// The rendered object, carrying the hash of its rendering in
+    /// [`ownership::RENDERED_HASH_ANNOTATION`]; `Null`: nothing to apply.
     desired: Value,
+    /// The MeshService's status says this child was applied at the MeshService's current
+    /// generation: after a restart, that is how a child deleted meanwhile is known as drift.
+    listed_as_applied: bool,
+}
+
+/// `rendered` with the hash of itself in [`ownership::RENDERED_HASH_ANNOTATION`]. A live object
+/// carrying the hash of what is rendered now, yet differing from it, was changed by someone else
+/// after we applied exactly this rendering: drift, even when it happened while the operator was
+/// down (the annotation survives restarts; what the operator remembers does not).
+fn with_rendering_hash(mut rendered: Value) -> Value {
+    let hash = format!("{:016x}", crate::fnv1a(rendered.to_string().as_bytes()));
+    if let Some(metadata) = rendered.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = metadata
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(annotations) = annotations.as_object_mut() {
+            annotations.insert(
+                ownership::RENDERED_HASH_ANNOTATION.to_string(),
+                Value::String(hash),
+            );
+        }
+    }
+    rendered
+}
+
+/// The rendering hash a live object carries.
+fn carried_rendering_hash(object: &Value) -> Option<&str> {
+    object
+        .get("metadata")?
+        .get("annotations")?
+        .get(ownership::RENDERED_HASH_ANNOTATION)?
+        .as_str()
+}
+
+/// Whether the status lists `kind namespace/name` as applied at the current generation.
+fn listed_as_applied(meshservice: &MeshService, kind: &str, namespace: &str, name: &str) -> bool {
+    meshservice.status.as_ref().is_some_and(|status| {
+        status.observed_generation.is_some()
+            && status.observed_generation == meshservice.metadata.generation
+            && status.resources.iter().any(|r| {
+                r.kind == kind
+                    && r.namespace == namespace
+                    && r.name == name
+                    && (r.state == state::APPLIED || r.state == state::DRIFT_REPAIRED)
+            })
+    })
 }
 
 impl Child {
@@ -353,7 +401,8 @@ async fn ensure(ctx: &Context, child: &Child, owner: &Owner<'_>) -> Result<Child
     let id = child.id();
     let api = child.api(&ctx.client);
     let desired_hash = hash_of(&child.desired);
-    let previously_applied = ctx.last_applied(&id) == Some(desired_hash);
+    let remembered = ctx.last_applied(&id);
+    let previously_applied = remembered == Some(desired_hash);
     let live = get_opt(&api, &child.name, &id).await?;
 
     let drift = match &live {
@@ -364,14 +413,22 @@ async fn ensure(ctx: &Context, child: &Child, owner: &Owner<'_>) -> Result<Child
                 ctx.remember_applied(&id, desired_hash);
                 return Ok(ChildOutcome::Unchanged);
             }
-            // It differs: drift if it once matched exactly this rendering, a change otherwise.
-            previously_applied.then(|| {
+            // It differs: drift if it once matched exactly this rendering (we remember applying
+            // it, or it carries this rendering's hash), a change of what we render otherwise.
+            let applied_this = previously_applied
+                || carried_rendering_hash(&live_value).is_some()
+                    && carried_rendering_hash(&live_value)
+                        == carried_rendering_hash(&child.desired);
+            applied_this.then(|| {
                 let field = drift::first_difference(&live_value, &child.desired)
                     .unwrap_or_else(|| "a field".into());
                 format!("{id}: {field} changed")
             })
         }
-        None => previously_applied.then(|| format!("{id} was deleted")),
+        // Deleted: drift if we applied it since we started, or (first look since a start) the
+        // status says it was applied at this generation.
+        None => (previously_applied || remembered.is_none() && child.listed_as_applied)
+            .then(|| format!("{id} was deleted")),
     };
 
     if let Some(what) = &drift {
@@ -544,23 +601,32 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
         excluded_hosts: &excluded,
     })?;
 
+    let service_name = rendered
+        .service
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| meshservice.spec.service_name.clone());
     let service = Child {
         resource: service_resource(),
         namespace: namespace.clone(),
-        name: rendered
-            .service
-            .metadata
-            .name
-            .clone()
-            .unwrap_or_else(|| meshservice.spec.service_name.clone()),
-        desired: istio_render::to_value(&rendered.service)?,
+        listed_as_applied: listed_as_applied(&meshservice, "Service", &namespace, &service_name),
+        name: service_name,
+        desired: with_rendering_hash(istio_render::to_value(&rendered.service)?),
     };
+    let virtual_service_name = istio_render::virtual_service_name(&meshservice)?.to_string();
     let virtual_service = Child {
         resource: virtual_service_resource(),
         namespace: namespace.clone(),
-        name: istio_render::virtual_service_name(&meshservice)?.to_string(),
+        listed_as_applied: listed_as_applied(
+            &meshservice,
+            "VirtualService",
+            &namespace,
+            &virtual_service_name,
+        ),
+        name: virtual_service_name,
         desired: match &rendered.virtual_service {
-            Some(vs) => istio_render::to_value(vs)?,
+            Some(vs) => with_rendering_hash(istio_render::to_value(vs)?),
             None => Value::Null,
         },
     };
@@ -790,10 +856,18 @@ async fn reconcile_gateway(
         namespace: gateway.namespace.clone(),
         name: gateway.name.clone(),
         desired: Value::Null,
+        listed_as_applied: fresh.is_some_and(|ms| {
+            listed_as_applied(
+                ms,
+                istio_render::GATEWAY_KIND,
+                &gateway.namespace,
+                &gateway.name,
+            )
+        }),
     };
     match rendering.plan {
         GatewayPlan::Apply(rendered) => {
-            child.desired = istio_render::to_value(&rendered)?;
+            child.desired = with_rendering_hash(istio_render::to_value(&rendered)?);
             let outcome = ensure(ctx, &child, &Owner::ManagedGateway).await?;
             Ok(GatewayResult {
                 child,
@@ -1157,6 +1231,7 @@ mod tests {
             namespace: "team-a".into(),
             name: name.into(),
             desired: json!({}),
+            listed_as_applied: false,
         }
     }
 
@@ -1248,6 +1323,41 @@ mod tests {
             watched_kind(&virtual_service_resource()),
             Some(WatchedKind::VirtualService)
         );
+    }
+
+    #[test]
+    fn the_rendering_hash_annotation_names_exactly_the_rendering() {
+        let rendered =
+            json!({"metadata": {"name": "web", "annotations": {"a": "b"}}, "spec": {"x": 1}});
+        let annotated = with_rendering_hash(rendered.clone());
+        let hash = carried_rendering_hash(&annotated).map(str::to_string);
+        assert_eq!(hash.as_ref().map(String::len), Some(16));
+        assert_eq!(annotated["metadata"]["annotations"]["a"], json!("b"));
+        assert_eq!(
+            carried_rendering_hash(&with_rendering_hash(rendered)).map(str::to_string),
+            hash,
+            "the same rendering, the same hash"
+        );
+        let other = with_rendering_hash(json!({"metadata": {"name": "web"}, "spec": {"x": 2}}));
+        assert_ne!(carried_rendering_hash(&other).map(str::to_string), hash);
+    }
+
+    #[test]
+    fn a_child_counts_as_applied_only_at_the_current_generation() {
+        let mut ms: MeshService = serde_json::from_value(json!({
+            "apiVersion": meshservice_api::API_VERSION, "kind": meshservice_api::KIND,
+            "metadata": {"name": "web", "namespace": "team-a", "generation": 2},
+            "spec": {"serviceName": "web", "hosts": ["web.example.com"], "ports": [{"port": 80}]},
+            "status": {"observedGeneration": 2, "resources": [
+                {"apiVersion": "v1", "kind": "Service", "namespace": "team-a", "name": "web", "state": "Applied"},
+                {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "namespace": "team-a", "name": "web", "state": "Pending"}
+            ]}
+        }))
+        .expect("a MeshService");
+        assert!(listed_as_applied(&ms, "Service", "team-a", "web"));
+        assert!(!listed_as_applied(&ms, "VirtualService", "team-a", "web"));
+        ms.metadata.generation = Some(3);
+        assert!(!listed_as_applied(&ms, "Service", "team-a", "web"));
     }
 
     #[test]

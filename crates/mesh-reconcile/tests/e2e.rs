@@ -725,6 +725,100 @@ async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_while_the_operator_was_down_is_repaired_and_counted_after_restart() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("drift-down").await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    let spec = |service: &str, host: &str| json!({"serviceName": service, "hosts": [host], "ports": [{"port": 80}]});
+    api.create(
+        &PostParams::default(),
+        &meshservice("drifted", spec("drifted", "drifted.example.com"))?,
+    )
+    .await?;
+    api.create(
+        &PostParams::default(),
+        &meshservice("edited", spec("edited", "edited.example.com"))?,
+    )
+    .await?;
+    wait_ready(&api, "drifted").await?;
+    wait_ready(&api, "edited").await?;
+    operator.stop().await?;
+
+    // While it is down: someone else rewrites one VirtualService and deletes one Service (drift),
+    // and the owner of the other MeshService changes its hosts (a change, not drift).
+    let virtual_services = dynamic_api(&client, WatchedKind::VirtualService, team.name());
+    let intrusion = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "drifted"}, "spec": {"hosts": ["evil.example.com"]},
+    });
+    virtual_services
+        .patch(
+            "drifted",
+            &PatchParams::apply("intruder").force(),
+            &Patch::Apply(&intrusion),
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), team.name());
+    services.delete("drifted", &DeleteParams::default()).await?;
+    eventually("the Service is gone", || async {
+        Ok(services.get_opt("drifted").await?.is_none().then_some(()))
+    })
+    .await?;
+    api.patch(
+        "edited",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"hosts": ["renamed.example.com"]}})),
+    )
+    .await?;
+
+    let restarted = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
+    wait_ready(&api, "drifted").await?;
+    wait_ready(&api, "edited").await?;
+    let vs = virtual_services.get("drifted").await?;
+    assert_eq!(strings(&vs.data["spec"]["hosts"]), ["drifted.example.com"]);
+    assert!(services.get_opt("drifted").await?.is_some(), "recreated");
+    let edited = virtual_services.get("edited").await?;
+    assert_eq!(
+        strings(&edited.data["spec"]["hosts"]),
+        ["renamed.example.com"]
+    );
+
+    // Counted once each, and announced on the drifted MeshService only.
+    let (_, metrics) = restarted.get("/metrics").await?;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"mesh_drift_repairs_total{kind="VirtualService"}"#
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, r#"mesh_drift_repairs_total{kind="Service"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    let announced = eventually("a DriftRepaired Event", || async {
+        let events = events_with_reason(&client, team.name(), "DriftRepaired").await?;
+        Ok((!events.is_empty()).then_some(events))
+    })
+    .await?;
+    let about: Vec<Option<String>> = announced
+        .iter()
+        .map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
+        .collect();
+    assert!(
+        about.iter().all(|name| name.as_deref() == Some("drifted")),
+        "{about:?}"
+    );
+
+    restarted.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_repair_off_drift_is_reported_and_left_alone() -> Result<()> {
     let cp = control_plane().await?;
     let client = cp.client()?;

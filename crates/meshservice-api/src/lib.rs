@@ -479,6 +479,10 @@ pub mod ownership {
     /// Annotation on a managed shared Gateway: the sorted, comma-separated `<namespace>/<name>` of
     /// every MeshService contributing to it (cross-namespace, so no ownerReference can say it).
     pub const CONTRIBUTORS_ANNOTATION: &str = "mesh.istio.operator/contributors";
+    /// Annotation on every object the operator applies: a hash of exactly what it rendered. A live
+    /// object carrying the hash of the current rendering but differing from it has drifted, which
+    /// the operator can tell even for a change made while it was not running.
+    pub const RENDERED_HASH_ANNOTATION: &str = "mesh.istio.operator/rendered-hash";
     /// The finalizer that removes a MeshService's contribution from a shared Gateway: the one of an
     /// unsharded operator (no `--selector`); a shard's is [`finalizer`] of its name.
     pub const FINALIZER: &str = "mesh.istio.operator/cleanup";
