@@ -802,7 +802,11 @@ async fn reconcile_gateway(
         .into_iter()
         .filter(|ms| {
             let key = (ms.namespace().unwrap_or_default(), ms.name_any());
-            Some(&key) != fresh_key.as_ref() && Some(&key) != leaving
+            // Being deleted is leaving too: when several go at once, the cleanup of the last one
+            // must not keep hosts of others whose deletion the index has not seen yet.
+            Some(&key) != fresh_key.as_ref()
+                && Some(&key) != leaving
+                && ms.metadata.deletion_timestamp.is_none()
         })
         .collect();
     if let Some(fresh) = fresh
