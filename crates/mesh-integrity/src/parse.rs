@@ -726,8 +726,9 @@ mod fast {
         let maybe_number = if numeric_first {
             scalar.chars().all(|c| NUMBER_CHARACTERS.contains(c))
         } else {
-            let lower = scalar.to_ascii_lowercase();
-            matches!(lower.as_str(), "inf" | "infinity" | "nan")
+            ["inf", "infinity", "nan"]
+                .iter()
+                .any(|word| scalar.eq_ignore_ascii_case(word))
         };
         let indicator = "-?:,[]{}#&*!|>'\"%@`".contains(first);
         if maybe_number || indicator || first == '.' || first == ' ' {
@@ -884,27 +885,33 @@ mod tests {
         text
     }
 
+    /// The repository's sample mesh (`examples/istio`): (file name, text).
+    fn sample_mesh() -> Vec<(String, String)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/istio");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("examples/istio")
+            .map(|entry| {
+                let path = entry.expect("entry").path();
+                let text = std::fs::read_to_string(&path).expect("read");
+                (path.display().to_string(), text)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
     #[test]
     fn the_fast_reader_reads_the_sample_mesh_exactly_as_serde_saphyr_does() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/istio");
-        let mut files = 0;
-        for entry in std::fs::read_dir(&dir).expect("examples/istio") {
-            let path = entry.expect("entry").path();
-            let text = std::fs::read_to_string(&path).expect("read");
-            assert!(
-                fast::parse(&text).is_some(),
-                "{} takes the fast path",
-                path.display()
-            );
+        let files = sample_mesh();
+        assert!(files.len() >= 6, "the sample mesh has its files");
+        for (name, text) in files {
+            assert!(fast::parse(&text).is_some(), "{name} takes the fast path");
             assert_eq!(
                 parse_documents(&text, "f"),
                 parse_with_saphyr(&text, "f"),
-                "{}",
-                path.display()
+                "{name}"
             );
-            files += 1;
         }
-        assert!(files >= 6, "the sample mesh has its files");
     }
 
     #[test]
@@ -998,14 +1005,19 @@ mod tests {
                 "unmutated, it takes the fast path:\n{text}"
             );
         }
+        let corpus: Vec<String> = CORPUS
+            .iter()
+            .map(|text| text.to_string())
+            .chain(sample_mesh().into_iter().map(|(_, text)| text))
+            .collect();
         let fast_path_taken = std::cell::Cell::new(0);
         let strategy = (
-            0..CORPUS.len(),
+            0..corpus.len(),
             proptest::collection::vec((any::<u8>(), any::<usize>(), any::<usize>()), 0..4),
         );
         runner
-            .run(&strategy, |(corpus, edits)| {
-                let text = mutate(CORPUS[corpus], &edits);
+            .run(&strategy, |(index, edits)| {
+                let text = mutate(&corpus[index], &edits);
                 if fast::parse(&text).is_some() {
                     fast_path_taken.set(fast_path_taken.get() + 1);
                 }
