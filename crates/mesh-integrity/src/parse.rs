@@ -257,6 +257,12 @@ fn push_object(
         }
         return Ok(());
     }
+    let mut value = value;
+    if let (Some(items), Value::Object(map)) = (spanned_items, &mut value) {
+        // Not a list after all: the items the reader set aside are the object's own field.
+        let items = items.into_iter().map(|item| item.value).collect();
+        map.insert("items".to_string(), Value::Array(items));
+    }
     out.push(SourceObject::with_origin(value, file, line));
     Ok(())
 }
@@ -762,6 +768,16 @@ mod tests {
     }
 
     #[test]
+    fn an_object_that_is_not_a_list_keeps_its_own_items_field() {
+        let text = "apiVersion: example.com/v1\nkind: Catalog\nitems:\n- a\n- {b: c}\n";
+        let expected = serde_json::json!(["a", {"b": "c"}]);
+        let fast = parse_documents(text, "f.yaml").unwrap();
+        assert_eq!(fast[0].value["items"], expected);
+        let complete = parse_with_saphyr(text, "f.yaml").unwrap();
+        assert_eq!(complete[0].value["items"], expected);
+    }
+
+    #[test]
     fn json_object_and_array() {
         let one = parse_documents(
             r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"a"}}"#,
@@ -799,7 +815,7 @@ mod tests {
     /// Kubernetes YAML as people write it: comments, flow collections, quotes, indentless and
     /// nested sequences, numbers, YAML 1.1 booleans, strings that start with digits.
     const CORPUS: [&str; 4] = [
-        "apiVersion: mesh.istio.operator/v1alpha1\nkind: MeshService\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\n\n# between\nspec:\n  hosts:\n  - web.example.com\n  - \"*.web.example.com\"\n  ports:\n  - port: 80\n    targetPort: http\n    nested:\n    - a\n    - [b, {c: d}]\n    - {}\n    - []\n  gateway: {name: public, namespace: istio-system, managed: true}\n  exportTo: ['.']\n---   # next\n# only a comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n",
+        "apiVersion: mesh.istio.operator/v1alpha1\nkind: MeshService\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\n\n# between\nspec:\n  hosts:\n  - web.example.com\n  - \"*.web.example.com\"\n  ports:\n  - port: 80\n    targetPort: http\n    nested:\n    - a\n    - [b, {c: d}]\n    - {}\n    - []\n  gateway: {name: public, namespace: istio-system, managed: true}\n  exportTo: ['.']\n---   # next\n# only a comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\napiVersion: example.com/v1\nkind: Catalog\nmetadata: {name: c}\nitems:\n- a\n- {b: c}\n",
         "# a comment\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: cart  # trailing comment\n  namespace: \"shop\"\n  labels: {app: cart, tier: 'web', v: 2}\nspec:\n  hosts: [cart.example.com, \"b\"]\n  gateways:\n  - istio-system/public\n  http:\n    - match: [{uri: {prefix: /v2}}]\n      route:\n        - destination: {host: cart, subset: v2, port: {number: 8080}}\n          weight: 90\n      timeout: 3s\n      retries: {attempts: 3, perTryTimeout: 500ms}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: cart\n  annotations:\n    sidecar.istio.io/inject: \"true\"\n    enabled: yes\n    off-switch: off\n    empty:\n    tilde: ~\n    memory: 1Gi\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - port: 0\n",
         "---\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n    - port:\n        number: 443\n        protocol: HTTPS\n      hosts:\n        - \"*.example.com\"\n      tls: {mode: SIMPLE, credentialName: cert}\n...\n",
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\nnote: &anchor value\nother: *anchor\nblock: |\n  text\n",
