@@ -18,7 +18,8 @@ pub struct RunArgs {
     #[arg(long)]
     context: Option<String>,
     /// Watch only this namespace (repeatable). Default: all namespaces. List the namespaces of
-    /// referenced Gateways too, or they are reported as not found.
+    /// referenced Gateways too: a MeshService whose Gateway is elsewhere gets ResolvedRefs=False,
+    /// reason GatewayNamespaceNotWatched, naming the namespace to add.
     #[arg(long = "namespace", short = 'n', value_name = "NAMESPACE")]
     namespaces: Vec<String>,
     /// Reconcile only MeshServices matching this label selector (`team=a`, `tier in (web)`).

@@ -73,7 +73,8 @@ pub struct LeaderElection {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Watch only these namespaces (empty: all). Gateways referenced across namespaces are only
-    /// seen if their namespace is listed too.
+    /// seen if their namespace is listed too; otherwise the MeshService's status names the
+    /// namespace to add (`GatewayNamespaceNotWatched`).
     pub namespaces: Vec<String>,
     /// Reconcile only MeshServices matching this label selector. Every MeshService in scope is
     /// still watched into the index (a managed Gateway aggregates all its contributors, whatever
@@ -279,6 +280,7 @@ pub async fn run_until(
                 resync: config.resync,
                 selector,
                 finalizer,
+                namespaces: config.namespaces.clone(),
             },
         ));
         match &config.leader_election {

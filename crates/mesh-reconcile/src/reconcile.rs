@@ -49,9 +49,16 @@ pub struct ReconcileSettings {
     /// This instance's finalizer ([`ownership::finalizer`] of its shard): it adds and removes
     /// only this one, so shards never take each other's away.
     pub finalizer: String,
+    /// `--namespace`: the namespaces watched (empty: all).
+    pub namespaces: Vec<String>,
 }
 
 impl ReconcileSettings {
+    /// Whether objects in `namespace` are watched (and, with the shipped RBAC, writable).
+    pub fn watches(&self, namespace: &str) -> bool {
+        self.namespaces.is_empty() || self.namespaces.iter().any(|n| n == namespace)
+    }
+
     /// Whether this instance reconciles `meshservice`.
     pub fn selects(&self, meshservice: &MeshService) -> bool {
         self.selector
@@ -593,7 +600,14 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
     })?;
 
     ctx.index.ensure_meshservice(&meshservice)?;
-    let engine_findings = ctx.index.findings_for_meshservice(&namespace, &name)?;
+    let mut engine_findings = ctx.index.findings_for_meshservice(&namespace, &name)?;
+    let unwatched_gateway = unwatched_gateway(&ctx.settings, &meshservice, &namespace);
+    if let Some(finding) = &unwatched_gateway {
+        // "Not found" and "not served" only say that the operator cannot see it.
+        engine_findings
+            .retain(|f| f.code != code::GATEWAY_NOT_FOUND && f.code != code::HOST_NOT_SERVED);
+        engine_findings.push(finding.clone());
+    }
     let excluded = lost_hosts(&engine_findings);
     let rendered = render_meshservice(&RenderInput {
         meshservice: &meshservice,
@@ -688,6 +702,11 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
     let mut gateways: BTreeSet<GatewayKey> = previous_gateways(meshservice.status.as_ref());
     gateways.extend(current_gateway.clone());
     for gateway in gateways {
+        if !ctx.settings.watches(&gateway.namespace) {
+            // Not watched, and not writable under the namespace-mode RBAC: the finding above says
+            // which namespace to add; a write would only fail with 403 and back off forever.
+            continue;
+        }
         let is_current = Some(&gateway) == current_gateway.as_ref();
         let result = reconcile_gateway(&ctx, &gateway, Some(&meshservice), None).await;
         if is_current {
@@ -752,6 +771,36 @@ async fn apply(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Actio
         Some(error) => Err(error),
         None => Ok(Action::requeue(ctx.settings.resync)),
     }
+}
+
+/// The finding for a MeshService whose gateway is in a namespace this instance does not watch.
+fn unwatched_gateway(
+    settings: &ReconcileSettings,
+    meshservice: &MeshService,
+    namespace: &str,
+) -> Option<MeshFinding> {
+    let gateway = meshservice.spec.gateway.as_ref()?;
+    let gateway_namespace = gateway.effective_namespace(namespace);
+    if settings.watches(gateway_namespace) {
+        return None;
+    }
+    let name = &gateway.name;
+    warn!(
+        meshservice = ownership::owner_key(namespace, &meshservice.name_any()),
+        gateway = format!("{gateway_namespace}/{name}"),
+        "the gateway's namespace is not watched; add it with --namespace"
+    );
+    Some(MeshFinding {
+        code: code::GATEWAY_NAMESPACE_NOT_WATCHED.into(),
+        severity: "Error".into(),
+        message: format!(
+            "Gateway {gateway_namespace}/{name} is in namespace {gateway_namespace}, which this operator does not watch (--namespace {}): add --namespace {gateway_namespace} (and, with the namespace-mode RBAC, its Role) to {} it",
+            settings.namespaces.join(" --namespace "),
+            if gateway.managed { "manage" } else { "resolve" }
+        ),
+        related: Some(format!("Gateway {gateway_namespace}/{name}")),
+        host: None,
+    })
 }
 
 fn previous_gateways(status: Option<&MeshServiceStatus>) -> BTreeSet<GatewayKey> {
@@ -899,6 +948,8 @@ async fn cleanup(meshservice: Arc<MeshService>, ctx: Arc<Context>) -> Result<Act
     );
     let mut gateways = previous_gateways(meshservice.status.as_ref());
     gateways.extend(GatewayKey::managed_by(&meshservice)?);
+    // A gateway in a namespace not watched was never written by this instance (and cannot be).
+    gateways.retain(|gateway| ctx.settings.watches(&gateway.namespace));
     for gateway in &gateways {
         reconcile_gateway(&ctx, gateway, None, Some(&key)).await?;
     }
@@ -1014,6 +1065,9 @@ async fn publish_transitions(
             (_, Status::False, reason::NAME_CONFLICT) => (EventType::Warning, "NameConflict"),
             (_, Status::False, reason::GATEWAY_NOT_FOUND) => {
                 (EventType::Warning, "GatewayNotFound")
+            }
+            (_, Status::False, reason::GATEWAY_NAMESPACE_NOT_WATCHED) => {
+                (EventType::Warning, "GatewayNamespaceNotWatched")
             }
             (_, Status::False, reason::HOST_NOT_SERVED) => (EventType::Warning, "HostNotServed"),
             (meshservice_api::condition::RESOLVED_REFS, Status::True, _) if was_false => {

@@ -29,6 +29,9 @@ pub mod code {
     /// A port of the MeshService that its managed Gateway cannot serve (protocol already taken on
     /// that port number, HTTPS without a credential); from the renderer's dropped claims.
     pub const GATEWAY_PORT_DROPPED: &str = "MSH0207";
+    /// The referenced gateway is in a namespace this operator does not watch (`--namespace`
+    /// lists others): it can neither see it nor manage it. From the reconciler.
+    pub const GATEWAY_NAMESPACE_NOT_WATCHED: &str = "MSH0208";
 }
 
 /// Condition reasons.
@@ -43,6 +46,8 @@ pub mod reason {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     /// ResolvedRefs=False: the referenced unmanaged Gateway does not exist.
     pub const GATEWAY_NOT_FOUND: &str = "GatewayNotFound";
+    /// ResolvedRefs=False: the referenced Gateway is in a namespace the operator does not watch.
+    pub const GATEWAY_NAMESPACE_NOT_WATCHED: &str = "GatewayNamespaceNotWatched";
     /// ResolvedRefs=False: the referenced Gateway does not serve a host.
     pub const HOST_NOT_SERVED: &str = "HostNotServed";
     /// Ready=True.
@@ -163,7 +168,13 @@ pub fn conditions(findings: &[MeshFinding], apply: &ApplyOutcome) -> [DesiredCon
         }
     };
 
-    let resolved_refs = if let Some(message) = messages(&[code::GATEWAY_NOT_FOUND]) {
+    let resolved_refs = if let Some(message) = messages(&[code::GATEWAY_NAMESPACE_NOT_WATCHED]) {
+        false_condition(
+            condition::RESOLVED_REFS,
+            reason::GATEWAY_NAMESPACE_NOT_WATCHED,
+            message,
+        )
+    } else if let Some(message) = messages(&[code::GATEWAY_NOT_FOUND]) {
         false_condition(condition::RESOLVED_REFS, reason::GATEWAY_NOT_FOUND, message)
     } else if let Some(message) = messages(&[code::HOST_NOT_SERVED]) {
         false_condition(condition::RESOLVED_REFS, reason::HOST_NOT_SERVED, message)
@@ -333,6 +344,31 @@ mod tests {
             .iter()
             .map(|c| (c.type_, c.status, c.reason))
             .collect()
+    }
+
+    #[test]
+    fn a_gateway_namespace_not_watched_is_its_own_reason_with_the_finding_message() {
+        let finding = MeshFinding {
+            code: code::GATEWAY_NAMESPACE_NOT_WATCHED.into(),
+            severity: "Error".into(),
+            message: "add --namespace istio-system".into(),
+            related: None,
+            host: None,
+        };
+        let [_, resolved_refs, ready] = conditions(&[finding], &ApplyOutcome::Applied);
+        assert_eq!(
+            (
+                resolved_refs.status,
+                resolved_refs.reason,
+                resolved_refs.message.as_str()
+            ),
+            (
+                Status::False,
+                reason::GATEWAY_NAMESPACE_NOT_WATCHED,
+                "add --namespace istio-system"
+            )
+        );
+        assert_eq!(ready.reason, reason::REFS_NOT_RESOLVED);
     }
 
     #[test]

@@ -1012,6 +1012,74 @@ async fn a_missing_unmanaged_gateway_resolves_when_it_is_created() -> Result<()>
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_in_a_namespace_not_watched_is_reported_with_the_namespace_to_add() -> Result<()>
+{
+    let cp = control_plane().await?;
+    let client = cp.client()?;
+    let team = cp.namespace("unwatched").await?;
+    let edge = cp.namespace("unwatched-edge").await?;
+    // The platform team's Gateway exists and serves the host: only the operator cannot see it.
+    let gateway = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "public-gateway"},
+        "spec": {"selector": {"istio": "ingressgateway"},
+                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                              "hosts": ["*/webapp.example.com"]}]}
+    });
+    dynamic_api(&client, WatchedKind::Gateway, edge.name())
+        .create(&PostParams::default(), &serde_json::from_value(gateway)?)
+        .await?;
+    let operator = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
+    let api: Api<MeshService> = Api::namespaced(client.clone(), team.name());
+    api.create(
+        &PostParams::default(),
+        &meshservice("webapp-service", seed_spec(edge.name(), false))?,
+    )
+    .await?;
+    let mut managed = seed_spec(edge.name(), true);
+    managed["serviceName"] = json!("managed");
+    managed["hosts"] = json!(["managed.example.com"]);
+    managed["gateway"]["name"] = json!("managed-gateway");
+    api.create(&PostParams::default(), &meshservice("managed", managed)?)
+        .await?;
+
+    for name in ["webapp-service", "managed"] {
+        let ms = wait_condition(
+            &api,
+            name,
+            "ResolvedRefs",
+            "False",
+            "GatewayNamespaceNotWatched",
+        )
+        .await?;
+        let (_, _, message) = condition(&ms, "ResolvedRefs").context("ResolvedRefs")?;
+        assert!(
+            message.contains(&format!("add --namespace {edge}")),
+            "{message}"
+        );
+    }
+    assert!(
+        dynamic_api(&client, WatchedKind::Gateway, edge.name())
+            .get_opt("managed-gateway")
+            .await?
+            .is_none(),
+        "nothing written where the operator does not watch"
+    );
+    eventually("a GatewayNamespaceNotWatched Event", || async {
+        let events = events_with_reason(&client, team.name(), "GatewayNamespaceNotWatched").await?;
+        Ok((!events.is_empty()).then_some(()))
+    })
+    .await?;
+    operator.stop().await?;
+
+    // Doing what the message says resolves both.
+    let widened = Operator::start(operator_client(cp).await?, &[team.name(), edge.name()]).await?;
+    wait_ready(&api, "webapp-service").await?;
+    wait_ready(&api, "managed").await?;
+    widened.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_virtual_service_elsewhere_is_reported_and_stops_nothing() -> Result<()> {
     let cp = control_plane().await?;
     let client = cp.client()?;
