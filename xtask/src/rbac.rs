@@ -49,8 +49,9 @@ pub const OPERATOR_RULES: &[Rule] = &[
         verbs: &["list", "watch", "patch"],
         scope: Scope::Watched,
         why: "list/watch: the desired state (the controller, the integrity index and the startup CRD check); \
-              patch: add and remove the finalizer mesh.istio.operator/cleanup (kube-runtime's finalizer \
-              helper sends a JSON patch, never an update)",
+              patch: add and remove the finalizer mesh.istio.operator/cleanup[-<shard>] (kube-runtime's \
+              finalizer helper sends a JSON patch, never an update; a shard releasing a MeshService \
+              sends a resourceVersion-guarded JSON patch)",
     },
     Rule {
         group: "mesh.istio.operator",
