@@ -173,9 +173,32 @@ fn run(n: usize, events: usize) {
         std::hint::black_box(findings);
     }
     if std::env::var_os("MESH_BENCH_PROFILE").is_some() {
-        let key = ObjectKey::virtual_service("ns1", "vs1");
-        let (_, timings) = engine.findings_for_profiled(&key).expect("profile");
-        println!("  targeted analyses for {key}: {timings:?}");
+        // one call is too noisy to read: the median per analysis over the first 400
+        // VirtualServices (one by one, as events come: a different object each time)
+        let mut by_analysis: Vec<(&str, Vec<Duration>)> = Vec::new();
+        for i in 0..400.min(n) {
+            let key = ObjectKey::virtual_service(&format!("ns{}", i % 100), &format!("vs{i}"));
+            let (_, timings) = engine.findings_for_profiled(&key).expect("profile");
+            for (analysis, took) in timings {
+                match by_analysis.iter_mut().find(|(a, _)| *a == analysis) {
+                    Some((_, all)) => all.push(took),
+                    None => by_analysis.push((analysis, vec![took])),
+                }
+            }
+        }
+        let medians: Vec<String> = by_analysis
+            .iter_mut()
+            .map(|(analysis, all)| {
+                all.sort();
+                let median = percentile(all, 0.5).as_secs_f64() * 1e6;
+                let p99 = percentile(all, 0.99).as_secs_f64() * 1e6;
+                format!("{analysis} {median:.1}/{p99:.1}")
+            })
+            .collect();
+        println!(
+            "  targeted analyses of a VirtualService (median/p99 us): {}",
+            medians.join(", ")
+        );
     }
     times.sort();
     upserts.sort();
@@ -236,7 +259,12 @@ fn main() {
     } else {
         sizes
     };
+    // MESH_BENCH_EVENTS: more events, for profiling the incremental path (default 1000)
+    let events = std::env::var("MESH_BENCH_EVENTS")
+        .ok()
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(1000);
     for n in sizes {
-        run(n, 1000);
+        run(n, events);
     }
 }

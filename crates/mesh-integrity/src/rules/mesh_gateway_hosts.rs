@@ -38,7 +38,27 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT p.obj, p.scope, p.fqdn, group_concat(DISTINCT p.other) FROM pairs p \
             JOIN first f ON f.obj = p.obj AND f.k = p.scope || char(1) || p.fqdn \
           GROUP BY p.obj ORDER BY p.obj",
-    targeted_sql: None,
+    // For one VirtualService: the same four pair conditions, probed from its own mesh_host rows
+    // (one or two) through the (fqdn, scope) and wildcard indexes. No materialised CTE, GROUP BY,
+    // DISTINCT or ORDER BY: each of those opens a temporary b-tree (a few microseconds each, most
+    // of this analysis when nothing conflicts). `min()` with bare columns takes the row of the
+    // first key, as the full query's `first`; `Row::ids` sorts and deduplicates the others.
+    targeted_sql: Some(
+        "SELECT obj, scope, fqdn, others, min(scope || char(1) || fqdn) FROM ( \
+            SELECT a.obj, a.scope, a.fqdn, concat_ws(',', \
+              (SELECT group_concat(b.obj) FROM mesh_host b \
+                 WHERE b.fqdn = a.fqdn AND b.scope = a.scope AND b.rowid <> a.rowid), \
+              (SELECT group_concat(b.obj) FROM mesh_host b \
+                 WHERE b.fqdn = a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*'))), \
+              (SELECT group_concat(b.obj) FROM mesh_host b \
+                 WHERE b.wild = 1 AND b.fqdn <> a.fqdn AND b.obj <> a.obj \
+                   AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn)), \
+              CASE WHEN a.wild = 1 THEN (SELECT group_concat(b.obj) FROM mesh_host b \
+                 WHERE b.wild = 0 AND b.fqdn <> a.fqdn AND b.obj <> a.obj \
+                   AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn)) END) AS others \
+            FROM mesh_host a WHERE a.obj = ?1) \
+          WHERE others <> '' HAVING count(*) > 0",
+    ),
     targets: &[("{t}", "obj = ?1")],
     once_per_object: true,
     guard: None,

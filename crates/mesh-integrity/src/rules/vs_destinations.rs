@@ -106,7 +106,6 @@ fn rule_of_row(row: &Row) -> &'static RuleInfo {
 
 fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let vs_id = row.i(0);
-    let vs = ctx.obj(vs_id)?;
     let mirror = row.i(2) != 0;
     let host = row.s(3);
     let fqdn = row.s(4);
@@ -115,6 +114,7 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     let path = pointer_to_path(&pointer);
     let providers = row.ids(7);
     if providers.is_empty() {
+        let vs = ctx.obj(vs_id)?;
         let (rule, what) = if mirror {
             (&MIRROR, "mirror host")
         } else {
@@ -137,10 +137,9 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
             ..hit
         }));
     }
-    let first = ctx.obj(providers[0])?;
     let mut ports: Vec<i64> = Vec::new();
     for p in &providers {
-        for r in ctx.rows("SELECT DISTINCT number FROM port WHERE obj = ?1", [*p])? {
+        for r in ctx.rows("SELECT number FROM port WHERE obj = ?1", [*p])? {
             ports.push(r.i(0));
         }
     }
@@ -154,6 +153,9 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     if !problem {
         return Ok(None);
     }
+    // names are looked up only for a finding: most destinations of a targeted run are fine
+    let vs = ctx.obj(vs_id)?;
+    let first = ctx.obj(providers[0])?;
     let hit = match port {
         None => {
             let list = ports

@@ -16,9 +16,11 @@ pub(crate) static RULE: RuleInfo = rule(
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["VirtualService"],
+    // `+grp`: the Gateway is found through the (kind, ns, name) index and its group compared;
+    // an `IN` list driving the key index would build a temporary b-tree on every run.
     sql: "SELECT g.obj, g.idx, g.ref, g.gw_ns, g.gw_name FROM vs_gateway g \
           WHERE {t} AND NOT EXISTS (SELECT 1 FROM object o WHERE o.kind = 'Gateway' AND o.ns = g.gw_ns \
-            AND o.name = g.gw_name AND o.grp IN ('networking.istio.io', 'gateway.networking.k8s.io')) \
+            AND o.name = g.gw_name AND +o.grp IN ('networking.istio.io', 'gateway.networking.k8s.io')) \
           ORDER BY g.obj, g.idx",
     targeted_sql: None,
     targets: &[("{t}", "g.obj = ?1")],

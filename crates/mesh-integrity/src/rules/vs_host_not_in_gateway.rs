@@ -17,6 +17,8 @@ pub(crate) static RULE: RuleInfo = rule(
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["VirtualService"],
+    // `+grp`: the Gateway is found through the (kind, ns, name) index and its group compared;
+    // an `IN` list driving the key index would build a temporary b-tree on every run.
     sql: "SELECT g.obj, g.idx, g.gw_ns, g.gw_name, o.ns, \
             (SELECT group_concat(h.host, ', ' ORDER BY h.idx) FROM vs_host h WHERE h.obj = g.obj), \
             (SELECT go.id FROM object go WHERE go.kind = 'Gateway' AND go.grp = 'networking.istio.io' AND go.ns = g.gw_ns AND go.name = g.gw_name), \
@@ -24,7 +26,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           FROM vs_gateway g JOIN object o ON o.id = g.obj \
           WHERE {t} AND NOT EXISTS ( \
             SELECT 1 FROM object go JOIN gw_server s ON s.obj = go.id JOIN vs_host h ON h.obj = g.obj \
-            WHERE go.kind = 'Gateway' AND go.grp IN ('networking.istio.io', 'gateway.networking.k8s.io') \
+            WHERE go.kind = 'Gateway' AND +go.grp IN ('networking.istio.io', 'gateway.networking.k8s.io') \
               AND go.ns = g.gw_ns AND go.name = g.gw_name AND s.host <> '' \
               AND (s.vis_ns IS NULL OR s.vis_ns = o.ns) AND host_matches(s.host, h.host)) \
           ORDER BY g.obj, g.idx",
