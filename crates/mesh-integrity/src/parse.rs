@@ -137,11 +137,18 @@ impl<'de> Deserialize<'de> for ItemsOrValue {
 /// was given. Malformed text is [`ParseErrorKind::Syntax`] with the parser's line and column.
 /// Never panics, whatever the bytes.
 pub fn parse_documents(text: &str, file: &str) -> Result<Vec<SourceObject>, ParseError> {
-    match fast::parse(text) {
+    match fast::parse(text).or_else(|| fast_json::parse(text)) {
         Some(documents) => {
             let mut out = Vec::with_capacity(documents.len());
             for document in documents {
-                push_object(&mut out, document.value, None, file, document.line, 1)?;
+                push_object(
+                    &mut out,
+                    document.value,
+                    None,
+                    file,
+                    document.line,
+                    document.column,
+                )?;
             }
             Ok(out)
         }
@@ -325,10 +332,11 @@ mod fast {
     /// Deeper nesting goes to serde-saphyr, which has its own limits; recursion here stays shallow.
     const MAX_DEPTH: usize = 64;
 
-    /// One document: its root mapping and the 1-based line of its first key.
+    /// One object: its value, and the 1-based line and column where it starts.
     pub(super) struct Document {
         pub(super) value: Value,
         pub(super) line: u32,
+        pub(super) column: u32,
     }
 
     /// A line with content (not blank, not only a comment), split at its indentation.
@@ -377,7 +385,7 @@ mod fast {
     }
 
     /// Characters YAML treats as breaks, byte-order marks or non-printable: serde-saphyr's job.
-    fn is_special_unicode(c: char) -> bool {
+    pub(super) fn is_special_unicode(c: char) -> bool {
         matches!(
             c,
             '\u{80}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
@@ -408,6 +416,7 @@ mod fast {
         Some(Some(Document {
             value,
             line: first.number,
+            column: 1,
         }))
     }
 
@@ -744,6 +753,258 @@ mod fast {
     }
 }
 
+/// JSON as `kubectl get -o json` prints it, read by serde_json instead of serde-saphyr (YAML 1.2
+/// reads JSON too, but an order of magnitude slower), with each list item's line found by a scan of
+/// the text's structure. Like [`fast`], it answers only when it is sure to build what serde-saphyr
+/// builds: floats, `\u` escapes, duplicate keys, tabs, CR, items that are not Kubernetes objects
+/// and every error go to serde-saphyr.
+mod fast_json {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::fast::Document;
+
+    /// Every object in `text` with the line it starts on, or `None` when serde-saphyr must decide.
+    pub(super) fn parse(text: &str) -> Option<Vec<Document>> {
+        let start = text.len() - text.trim_start_matches([' ', '\n']).len();
+        let first = *text.as_bytes().get(start)?;
+        if !matches!(first, b'{' | b'[')
+            || text.contains("\\u")
+            || text.bytes().any(|b| b < b' ' && b != b'\n')
+            || (!text.is_ascii() && text.chars().any(super::fast::is_special_unicode))
+        {
+            return None;
+        }
+        let StrictValue(value) = serde_json::from_str(text).ok()?;
+        let (items, offsets) = match value {
+            Value::Array(items) => (items, element_offsets(text.as_bytes(), start)?),
+            Value::Object(mut map) => {
+                let is_list = map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|kind| kind.ends_with("List"))
+                    && map.contains_key("items");
+                if !is_list {
+                    let object = Value::Object(map);
+                    let (line, column) = positions(text, &[start])[0];
+                    return is_object(&object).then_some(vec![Document {
+                        value: object,
+                        line,
+                        column,
+                    }]);
+                }
+                // a List without apiVersion is an error, with serde-saphyr's location
+                map.get("apiVersion").and_then(Value::as_str)?;
+                let Some(Value::Array(items)) = map.remove("items") else {
+                    return None;
+                };
+                let items_start = items_value_offset(text.as_bytes(), start)?;
+                (items, element_offsets(text.as_bytes(), items_start)?)
+            }
+            _ => return None,
+        };
+        if items.len() != offsets.len() || !items.iter().all(is_object) {
+            return None;
+        }
+        let positions = positions(text, &offsets);
+        Some(
+            items
+                .into_iter()
+                .zip(positions)
+                .map(|(value, (line, column))| Document {
+                    value,
+                    line,
+                    column,
+                })
+                .collect(),
+        )
+    }
+
+    /// A mapping with a string `apiVersion` and `kind`: anything else is an error whose message
+    /// and column serde-saphyr's reading gives.
+    fn is_object(value: &Value) -> bool {
+        value.get("apiVersion").and_then(Value::as_str).is_some()
+            && value.get("kind").and_then(Value::as_str).is_some()
+    }
+
+    /// 1-based (line, column) of ascending byte offsets, in one pass over the text; columns count
+    /// characters, as serde-saphyr's do.
+    fn positions(text: &str, offsets: &[usize]) -> Vec<(u32, u32)> {
+        let bytes = text.as_bytes();
+        let mut positions = Vec::with_capacity(offsets.len());
+        let mut line = 1u32;
+        let mut line_start = 0;
+        let mut counted_to = 0;
+        for &offset in offsets {
+            for (index, byte) in bytes[counted_to..offset].iter().enumerate() {
+                if *byte == b'\n' {
+                    line += 1;
+                    line_start = counted_to + index + 1;
+                }
+            }
+            counted_to = offset;
+            let column = text[line_start..offset].chars().count() + 1;
+            positions.push((line, u32::try_from(column).unwrap_or(u32::MAX)));
+        }
+        positions
+    }
+
+    /// Steps through JSON text outside strings: calls `visit(offset, byte, depth)` for every
+    /// structural byte, with the depth before it. Stops when `visit` returns `Some`, or when the
+    /// value that starts at `open` closes.
+    fn scan<T>(
+        bytes: &[u8],
+        open: usize,
+        mut visit: impl FnMut(usize, u8, usize) -> Option<T>,
+    ) -> Option<T> {
+        let mut depth = 0usize;
+        let mut in_string = false;
+        let mut escaped = false;
+        for (offset, &byte) in bytes.iter().enumerate().skip(open) {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if byte == b'\\' {
+                    escaped = true;
+                } else if byte == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            if matches!(byte, b' ' | b'\n') {
+                continue;
+            }
+            if let Some(found) = visit(offset, byte, depth) {
+                return Some(found);
+            }
+            match byte {
+                b'"' => in_string = true,
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => {
+                    depth = depth.checked_sub(1)?;
+                    if depth == 0 {
+                        return None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Where each element of the array that starts at `open` begins.
+    fn element_offsets(bytes: &[u8], open: usize) -> Option<Vec<usize>> {
+        if bytes.get(open) != Some(&b'[') {
+            return None;
+        }
+        let mut offsets = Vec::new();
+        let mut expecting = true;
+        let mut closed = false;
+        scan(bytes, open, |offset, byte, depth| {
+            if depth == 1 && expecting && byte != b']' {
+                offsets.push(offset);
+                expecting = false;
+            }
+            if depth == 1 && byte == b',' {
+                expecting = true;
+            }
+            if depth == 1 && byte == b']' {
+                closed = true;
+            }
+            None::<()>
+        });
+        closed.then_some(offsets)
+    }
+
+    /// Where the value of the top-level object's `items` key begins.
+    fn items_value_offset(bytes: &[u8], open: usize) -> Option<usize> {
+        let mut expecting_key = true;
+        let mut items_key = false;
+        let mut value_next = false;
+        scan(bytes, open, |offset, byte, depth| {
+            if depth != 1 {
+                return None;
+            }
+            if value_next {
+                return Some(offset);
+            }
+            match byte {
+                b'"' if expecting_key => {
+                    // `\u` escapes are not read here, so no other spelling can mean `items`
+                    items_key = bytes[offset + 1..].starts_with(b"items\"");
+                }
+                b':' => {
+                    expecting_key = false;
+                    value_next = items_key;
+                }
+                b',' => expecting_key = true,
+                _ => {}
+            }
+            None
+        })
+    }
+
+    /// A JSON value as serde-saphyr builds it, or an error where it might build something else:
+    /// floats (serde_json also reads integers beyond 64 bits as floats) and duplicate keys.
+    struct StrictValue(Value);
+
+    impl<'de> Deserialize<'de> for StrictValue {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(StrictVisitor)
+        }
+    }
+
+    struct StrictVisitor;
+
+    impl<'de> Visitor<'de> for StrictVisitor {
+        type Value = StrictValue;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON without floats or duplicate keys")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::Null))
+        }
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::Bool(value)))
+        }
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::from(value)))
+        }
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::from(value)))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<StrictValue, E> {
+            Err(E::custom("a float: serde-saphyr's to read"))
+        }
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::String(value.to_string())))
+        }
+        fn visit_string<E: de::Error>(self, value: String) -> Result<StrictValue, E> {
+            Ok(StrictValue(Value::String(value)))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrictValue, A::Error> {
+            let mut items = Vec::new();
+            while let Some(StrictValue(item)) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(StrictValue(Value::Array(items)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StrictValue, A::Error> {
+            let mut fields = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let StrictValue(value) = map.next_value()?;
+                if fields.insert(key, value).is_some() {
+                    return Err(de::Error::custom(
+                        "a duplicate key: serde-saphyr's to report",
+                    ));
+                }
+            }
+            Ok(StrictValue(Value::Object(fields)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,6 +1036,26 @@ mod tests {
         assert_eq!(fast[0].value["items"], expected);
         let complete = parse_with_saphyr(text, "f.yaml").unwrap();
         assert_eq!(complete[0].value["items"], expected);
+    }
+
+    #[test]
+    fn json_lists_and_arrays_are_read_by_serde_json_with_each_items_line() {
+        for text in &CORPUS[4..] {
+            let objects = parse_documents(text, "f.json").unwrap();
+            assert_eq!(objects, parse_with_saphyr(text, "f.json").unwrap());
+            let lines: Vec<u32> = objects
+                .iter()
+                .filter_map(|o| o.origin.as_ref().map(|origin| origin.line))
+                .collect();
+            assert!(
+                lines.windows(2).all(|w| w[0] < w[1]) || lines.len() < 2,
+                "{lines:?}"
+            );
+        }
+        let list = parse_documents(CORPUS[4], "f.json").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].origin.as_ref().unwrap().line, 5);
+        assert_eq!(list[1].origin.as_ref().unwrap().line, 11);
     }
 
     #[test]
@@ -814,11 +1095,13 @@ mod tests {
 
     /// Kubernetes YAML as people write it: comments, flow collections, quotes, indentless and
     /// nested sequences, numbers, YAML 1.1 booleans, strings that start with digits.
-    const CORPUS: [&str; 4] = [
+    const CORPUS: [&str; 6] = [
         "apiVersion: mesh.istio.operator/v1alpha1\nkind: MeshService\nmetadata:\n  name: web\n  labels:\n    app.kubernetes.io/name: web\n\n# between\nspec:\n  hosts:\n  - web.example.com\n  - \"*.web.example.com\"\n  ports:\n  - port: 80\n    targetPort: http\n    nested:\n    - a\n    - [b, {c: d}]\n    - {}\n    - []\n  gateway: {name: public, namespace: istio-system, managed: true}\n  exportTo: ['.']\n---   # next\n# only a comment\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\napiVersion: example.com/v1\nkind: Catalog\nmetadata: {name: c}\nitems:\n- a\n- {b: c}\n",
         "# a comment\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: cart  # trailing comment\n  namespace: \"shop\"\n  labels: {app: cart, tier: 'web', v: 2}\nspec:\n  hosts: [cart.example.com, \"b\"]\n  gateways:\n  - istio-system/public\n  http:\n    - match: [{uri: {prefix: /v2}}]\n      route:\n        - destination: {host: cart, subset: v2, port: {number: 8080}}\n          weight: 90\n      timeout: 3s\n      retries: {attempts: 3, perTryTimeout: 500ms}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: cart\n  annotations:\n    sidecar.istio.io/inject: \"true\"\n    enabled: yes\n    off-switch: off\n    empty:\n    tilde: ~\n    memory: 1Gi\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n  - port: 0\n",
         "---\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n    - port:\n        number: 443\n        protocol: HTTPS\n      hosts:\n        - \"*.example.com\"\n      tls: {mode: SIMPLE, credentialName: cert}\n...\n",
         "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a}\nnote: &anchor value\nother: *anchor\nblock: |\n  text\n",
+        "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": [\n    {\n      \"apiVersion\": \"v1\",\n      \"kind\": \"Service\",\n      \"metadata\": {\"name\": \"a\", \"namespace\": \"shop\", \"labels\": {\"app\": \"a\"}},\n      \"spec\": {\"ports\": [{\"port\": 80, \"targetPort\": \"http\"}], \"clusterIP\": null, \"x\": true}\n    },\n    {\n      \"apiVersion\": \"networking.istio.io/v1\",\n      \"kind\": \"VirtualService\",\n      \"metadata\": {\"name\": \"b\", \"items\": [1, -2]},\n      \"spec\": {\"hosts\": [\"b\", \"c:d\"], \"http\": [{\"route\": [{\"destination\": {\"host\": \"b\"}}]}]}\n    }\n  ],\n  \"metadata\": {\"resourceVersion\": \"\"}\n}\n",
+        "\n[{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"a\"}},\n {\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"b\"}}]},\n\n  {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"x\\\"y\"}}]\n",
     ];
     /// What hand edits and bad merges put into YAML.
     const TOKENS: [&str; 40] = [
@@ -1019,6 +1302,12 @@ mod tests {
             assert!(
                 fast::parse(text).is_some(),
                 "unmutated, it takes the fast path:\n{text}"
+            );
+        }
+        for text in &CORPUS[4..] {
+            assert!(
+                fast_json::parse(text).is_some(),
+                "unmutated, it takes the JSON fast path:\n{text}"
             );
         }
         let corpus: Vec<String> = CORPUS
