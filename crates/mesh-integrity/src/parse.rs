@@ -136,6 +136,9 @@ impl<'de> Deserialize<'de> for ItemsOrValue {
 /// [`ParseErrorKind::MissingTypeMeta`] with its line: a checker must not silently skip a file it
 /// was given. Malformed text is [`ParseErrorKind::Syntax`] with the parser's line and column.
 /// Never panics, whatever the bytes.
+///
+/// Manifest-style YAML and `kubectl`-style JSON are read by fast paths; any text they are not
+/// sure of goes whole to serde-saphyr, with the same result (a property test checks it).
 pub fn parse_documents(text: &str, file: &str) -> Result<Vec<SourceObject>, ParseError> {
     match fast::parse(text).or_else(|| fast_json::parse(text)) {
         Some(documents) => {
