@@ -36,7 +36,16 @@ pub struct Engine {
     last_ingest: Option<Duration>,
     full_sql: Vec<String>,
     targeted_sql: Vec<String>,
+    /// Whether the database is a file (`Engine::open`): its page cache is then SQLite's default
+    /// except while a batch loads (see [`BULK_CACHE_SIZE`]).
+    file_backed: bool,
 }
+
+/// `PRAGMA cache_size` (KiB when negative) while a batch is loaded: the sorter that builds the
+/// indexes dropped for the load spills to merge passes below it. An in-memory database keeps
+/// every page anyway, so it has this size for good; a file-backed one only for the batch, so
+/// that a long-lived tool's database file does not hold up to 256 MB of page cache.
+const BULK_CACHE_SIZE: &str = "-262144";
 
 /// Time each analysis took, by (first) rule name.
 pub type AnalysisTimings = Vec<(&'static str, Duration)>;
@@ -252,21 +261,21 @@ fn tables_of(group: &str, kind: &str) -> &'static [&'static str] {
 impl Engine {
     /// An engine on a private in-memory database (the default).
     pub fn open_in_memory() -> Result<Engine, Error> {
-        Self::with_connection(Connection::open_in_memory()?)
+        Self::with_connection(Connection::open_in_memory()?, false)
     }
 
     /// An engine on a database file (created and migrated if needed), for tools that keep state.
     pub fn open(path: impl AsRef<Path>) -> Result<Engine, Error> {
-        Self::with_connection(Connection::open(path)?)
+        Self::with_connection(Connection::open(path)?, true)
     }
 
-    fn with_connection(mut conn: Connection) -> Result<Engine, Error> {
+    fn with_connection(mut conn: Connection, file_backed: bool) -> Result<Engine, Error> {
         conn.execute_batch(
-            // cache_size: an in-memory database keeps every page anyway; the limit matters to the
-            // sorter that builds indexes after a batch, which spills to merge passes below it.
-            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF; \
-             PRAGMA cache_size = -262144;",
+            "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;",
         )?;
+        if !file_backed {
+            conn.pragma_update(None, "cache_size", BULK_CACHE_SIZE)?;
+        }
         let _ = conn.pragma_update(None, "journal_mode", "MEMORY");
         // The query planner stability guarantee: plans do not depend on bound values. Without it
         // SQLite marks most statements with a `col = ?N` term as "re-plan when the binding
@@ -288,6 +297,7 @@ impl Engine {
             last_ingest: None,
             full_sql,
             targeted_sql,
+            file_backed,
         })
     }
 
@@ -351,6 +361,30 @@ impl Engine {
         I::Item: Into<SourceObject>,
     {
         let started = Instant::now();
+        let default_cache_size: Option<i64> = if self.file_backed {
+            let size = self
+                .conn
+                .pragma_query_value(None, "cache_size", |r| r.get(0))?;
+            self.conn
+                .pragma_update(None, "cache_size", BULK_CACHE_SIZE)?;
+            Some(size)
+        } else {
+            None
+        };
+        let loaded = self.load_batch(objects);
+        if let Some(size) = default_cache_size {
+            self.conn.pragma_update(None, "cache_size", size)?;
+        }
+        let stats = loaded?;
+        self.last_ingest = Some(started.elapsed());
+        Ok(stats)
+    }
+
+    fn load_batch<I>(&mut self, objects: I) -> Result<IngestStats, Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<SourceObject>,
+    {
         let mut stats = IngestStats::default();
         let tx = self.conn.transaction()?;
         let mut load = Load::start(&tx)?;
@@ -360,7 +394,6 @@ impl Engine {
         }
         load.finish(&tx)?;
         tx.commit()?;
-        self.last_ingest = Some(started.elapsed());
         Ok(stats)
     }
 

@@ -55,12 +55,18 @@ fn v1_migrated_to_latest_equals_fresh_latest() {
     assert_eq!(schema(engine.connection()), schema(&fresh));
 }
 
-#[test]
-fn a_file_database_is_migrated_once_and_reopened() {
-    let dir = std::env::temp_dir().join(format!("mesh-integrity-{}", std::process::id()));
+/// A directory of its own (per test and process) and the path of a database file not yet there.
+fn fresh_database_path(tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("engine.sqlite");
     let _ = std::fs::remove_file(&path);
+    (dir, path)
+}
+
+#[test]
+fn a_file_database_is_migrated_once_and_reopened() {
+    let (dir, path) = fresh_database_path("mesh-integrity");
     {
         let mut engine = mesh_integrity::Engine::open(&path).unwrap();
         engine
@@ -82,10 +88,7 @@ fn a_file_database_is_migrated_once_and_reopened() {
 
 #[test]
 fn a_reopened_file_database_applies_changes_made_before_and_after() {
-    let dir = std::env::temp_dir().join(format!("mesh-integrity-reopen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("engine.sqlite");
-    let _ = std::fs::remove_file(&path);
+    let (dir, path) = fresh_database_path("mesh-integrity-reopen");
     let vs = |host: &str| {
         serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": "r", "namespace": "x"},
@@ -104,5 +107,34 @@ fn a_reopened_file_database_applies_changes_made_before_and_after() {
     assert!(engine.check().unwrap().findings.is_empty());
     engine.upsert(vs("nowhere")).unwrap();
     assert_eq!(engine.check().unwrap().findings.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn cache_size(engine: &mesh_integrity::Engine) -> i64 {
+    engine
+        .connection()
+        .pragma_query_value(None, "cache_size", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_file_database_keeps_sqlites_page_cache_size_after_a_batch() {
+    let (dir, path) = fresh_database_path("mesh-integrity-cache");
+    let mut engine = mesh_integrity::Engine::open(&path).unwrap();
+    let default = cache_size(&engine);
+    engine
+        .ingest_batch([mesh_integrity::SourceObject::new(serde_json::json!(
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "namespace": "x"}}
+        ))])
+        .unwrap();
+    assert_eq!(cache_size(&engine), default);
+    // an in-memory database holds every page anyway: it keeps the large size for index builds
+    // (negative sizes are KiB: more negative is larger)
+    let in_memory = mesh_integrity::Engine::open_in_memory().unwrap();
+    assert!(
+        cache_size(&in_memory) < default,
+        "{}",
+        cache_size(&in_memory)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
