@@ -74,12 +74,15 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT x.obj, x.idx, x.mirror, x.host, x.fqdn, x.port, x.path, NULL, 0 \
           FROM d CROSS JOIN dest x ON x.rowid = d.did WHERE d.did NOT IN (SELECT did FROM m) \
           ORDER BY 1, 2",
+    // For one VirtualService, per destination, the first resolution step that finds providers
+    // (`coalesce` stops there). The exportTo test is EXISTS rather than `IN (subquery)`, which
+    // would build a temporary b-tree per destination.
     targeted_sql: Some(
         "SELECT d.obj, d.idx, d.mirror, d.host, d.fqdn, d.port, d.path, coalesce( \
             (SELECT group_concat(p.obj) FROM provider p WHERE p.fqdn = d.fqdn AND p.scope = '*'), \
-            (SELECT group_concat(p.obj) FROM provider p WHERE p.fqdn = d.fqdn AND p.scope IN ( \
-                SELECT e.scope FROM export_to e WHERE e.obj = d.obj \
-                UNION ALL SELECT o.ns WHERE NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = d.obj))), \
+            (SELECT group_concat(p.obj) FROM provider p WHERE p.fqdn = d.fqdn AND ( \
+                EXISTS (SELECT 1 FROM export_to e WHERE e.obj = d.obj AND e.scope = p.scope) \
+                OR (p.scope = o.ns AND NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = d.obj)))), \
             (SELECT group_concat(p.obj) FROM provider p WHERE p.wild = 1 AND (p.scope = '*' OR p.scope = o.ns) \
                 AND ends_with(CASE WHEN substr(d.host, 1, 1) = '*' THEN substr(d.host, 2) ELSE d.host END, p.suffix))), \
             NULL \
