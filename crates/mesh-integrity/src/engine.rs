@@ -36,6 +36,8 @@ pub struct Engine {
     last_ingest: Option<Duration>,
     full_sql: Vec<String>,
     targeted_sql: Vec<String>,
+    /// [`Engine::present_kinds`], until a write may change it.
+    present_kinds: RefCell<Option<Vec<String>>>,
     /// Whether the database is a file (`Engine::open`): its page cache is then SQLite's default
     /// except while a batch loads (see [`BULK_CACHE_SIZE`]).
     file_backed: bool,
@@ -46,6 +48,9 @@ pub struct Engine {
 /// every page anyway, so it has this size for good; a file-backed one only for the batch, so
 /// that a long-lived tool's database file does not hold up to 256 MB of page cache.
 const BULK_CACHE_SIZE: &str = "-262144";
+
+/// The core kinds whose presence decides whether the rules that need them run.
+const COVERAGE_KINDS: [&str; 3] = ["Pod", "Secret", "Namespace"];
 
 /// Time each analysis took, by (first) rule name.
 pub type AnalysisTimings = Vec<(&'static str, Duration)>;
@@ -297,6 +302,7 @@ impl Engine {
             last_ingest: None,
             full_sql,
             targeted_sql,
+            present_kinds: RefCell::new(None),
             file_backed,
         })
     }
@@ -372,6 +378,7 @@ impl Engine {
             None
         };
         let loaded = self.load_batch(objects);
+        self.forget_present_kinds(None);
         if let Some(size) = default_cache_size {
             self.conn.pragma_update(None, "cache_size", size)?;
         }
@@ -406,6 +413,9 @@ impl Engine {
         let tx = self.conn.transaction()?;
         let key = store_object(&tx, &self.options, &object, &mut stats, &mut Load::Indexed)?;
         tx.commit()?;
+        if let Some(key) = &key {
+            self.forget_present_kinds(Some(key));
+        }
         if key.is_none() && stats.skipped_unknown.is_empty() {
             return Err(Error::Identity(identity_problem(&object.value)));
         }
@@ -434,6 +444,7 @@ impl Engine {
                 .execute([id])?;
         }
         tx.commit()?;
+        self.forget_present_kinds(Some(key));
         Ok(id.is_some())
     }
 
@@ -450,6 +461,7 @@ impl Engine {
         let tx = self.conn.transaction()?;
         store_projection(&tx, &projection, None, &mut Load::Indexed)?;
         tx.commit()?;
+        self.forget_present_kinds(Some(key));
         Ok(())
     }
 
@@ -480,7 +492,29 @@ impl Engine {
             .optional()?)
     }
 
+    /// The kinds some rules need (Pods, Secrets, Namespaces) that the engine holds. Remembered
+    /// until a write may change it (see [`Engine::forget_present_kinds`]): asking SQLite cost a
+    /// watch event about a tenth of its `findings_for`.
     fn present_kinds(&self) -> Result<Vec<String>, Error> {
+        if let Some(present) = self.present_kinds.borrow().as_ref() {
+            return Ok(present.clone());
+        }
+        let present = self.query_present_kinds()?;
+        *self.present_kinds.borrow_mut() = Some(present.clone());
+        Ok(present)
+    }
+
+    /// After a write of the object `written` (`None`: of objects of any kind), the kinds present
+    /// may have changed.
+    fn forget_present_kinds(&self, written: Option<&ObjectKey>) {
+        let may_change = written
+            .is_none_or(|key| key.group.is_empty() && COVERAGE_KINDS.contains(&key.kind.as_str()));
+        if may_change {
+            *self.present_kinds.borrow_mut() = None;
+        }
+    }
+
+    fn query_present_kinds(&self) -> Result<Vec<String>, Error> {
         // one statement for the three kinds: each statement run costs about a microsecond
         let present: [bool; 3] = self
             .conn
@@ -490,7 +524,7 @@ impl Engine {
                         EXISTS (SELECT 1 FROM object WHERE kind = 'Namespace' AND grp = '')",
             )?
             .query_row([], |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]))?;
-        Ok(["Pod", "Secret", "Namespace"]
+        Ok(COVERAGE_KINDS
             .into_iter()
             .zip(present)
             .filter(|(_, present)| *present)
@@ -643,23 +677,14 @@ impl Engine {
         let Some(id) = self.object_id(key)? else {
             return Ok((Vec::new(), timings));
         };
-        // Which kinds are present costs three queries: ask only when an analysis of this kind
-        // needs Pods, Secrets or Namespaces (a VirtualService's analyses need none).
-        let mut present: Option<Vec<String>> = None;
+        let present = self.present_kinds()?;
         let ctx = Ctx::new(&self.conn);
         let mut findings = Vec::new();
         for (i, analysis) in rules::analyses().iter().enumerate() {
-            if !analysis.reports_on.contains(&key.kind.as_str()) {
+            if !analysis.reports_on.contains(&key.kind.as_str())
+                || analysis.missing(&present).is_some()
+            {
                 continue;
-            }
-            if analysis.rules.iter().any(|r| !r.requires.is_empty()) {
-                let present = match &mut present {
-                    Some(present) => present,
-                    None => present.insert(self.present_kinds()?),
-                };
-                if analysis.missing(present).is_some() {
-                    continue;
-                }
             }
             let started = Instant::now();
             if !self.guard_open(analysis)? {

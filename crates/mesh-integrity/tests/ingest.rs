@@ -260,3 +260,29 @@ fn a_key_repeated_in_one_snapshot_keeps_the_last_object() {
     );
     assert!(engine.check().unwrap().findings.is_empty());
 }
+
+#[test]
+fn rules_that_need_pods_follow_pods_arriving_and_leaving() {
+    let mut engine = Engine::open_in_memory().unwrap();
+    engine
+        .upsert(json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+            "metadata": {"name": "x", "namespace": "istio-system"},
+            "spec": {"selector": {"istio": "nothing"},
+                     "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["a.example.com"]}]}}))
+        .unwrap();
+    let gateway = ObjectKey::new("networking.istio.io", "Gateway", "istio-system", "x");
+    let rules_on_gateway = |engine: &Engine| -> Vec<String> {
+        let findings = engine.findings_for(&gateway).unwrap();
+        findings.into_iter().map(|f| f.rule).collect()
+    };
+    // no Pod: the selector rule does not run
+    assert!(rules_on_gateway(&engine).is_empty());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "istio-system", "labels": {"istio": "ingressgateway"}}});
+    engine.upsert(pod).unwrap();
+    assert_eq!(rules_on_gateway(&engine), ["gateway-selector-no-pod"]);
+    engine
+        .delete(&ObjectKey::new("", "Pod", "istio-system", "p"))
+        .unwrap();
+    assert!(rules_on_gateway(&engine).is_empty());
+}
