@@ -262,7 +262,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     let mut problems = read_problems;
     problems.extend(parse_problems);
 
-    let mut outcome = match ingested.and_then(|()| session.check()) {
+    let outcome = match ingested.and_then(|()| session.check()) {
         Ok(outcome) => outcome,
         Err(message) => {
             // The engine failing on valid input is our bug, not the user's; say so plainly.
@@ -314,19 +314,6 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
             Err(error) => Err(std::io::Error::other(error)),
         },
         Format::Sarif => {
-            for related in outcome
-                .findings
-                .iter_mut()
-                .flat_map(|f| f.related.iter_mut())
-            {
-                if related.file.is_none()
-                    && let Some((file, line)) =
-                        outcome.related_origins.get(&related.resource.identity())
-                {
-                    related.file = Some(file.clone());
-                    related.line = Some(*line);
-                }
-            }
             let mut log = sarif::render(&outcome.findings, &engine::rules(), args.plan);
             add_sarif_invocation(&mut log, &problems, &outcome.coverage_notes);
             write_json(stdout, &log)
@@ -380,23 +367,12 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
 }
 
 /// The engine's report, with repair plans only when `--plan` asked for them (so that the default
-/// JSON stays small and stable; the `repair` key is always there), and with `file` and `line` on
-/// every `related[]` entry (`null` when that object was not in the input), which the engine, not
-/// knowing files, leaves out.
+/// JSON stays small and stable; the `repair` key is always there).
 fn json_report(outcome: &engine::Outcome, with_plan: bool) -> Result<Value, serde_json::Error> {
     let mut report = serde_json::to_value(&outcome.report)?;
     for finding in items_mut(&mut report, "findings") {
         if !with_plan && let Some(repair) = finding.get_mut("repair") {
             *repair = json!([]);
-        }
-        for related in items_mut(finding, "related") {
-            let identity = ["kind", "namespace", "name"]
-                .map(|field| related[field].as_str().unwrap_or_default().to_string());
-            let origin = outcome.related_origins.get(&identity.into());
-            if let Some(entry) = related.as_object_mut() {
-                entry.insert("file".into(), json!(origin.map(|(file, _)| file)));
-                entry.insert("line".into(), json!(origin.map(|(_, line)| line)));
-            }
         }
     }
     Ok(report)

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::finding::{
-    Coverage, Durations, Finding, FindingCount, REPORT_VERSION, Report, ResourceRef, RuleInfo,
-    Severity, SkippedRule, Summary,
+    Coverage, Durations, Finding, FindingCount, REPORT_VERSION, RelatedRef, Report, ResourceRef,
+    RuleInfo, Severity, SkippedRule, Summary,
 };
 use crate::model::{IngestOptions, IngestStats, ObjectKey, SourceObject};
 use crate::project::{self, Projected, Projection};
@@ -724,12 +724,17 @@ impl Engine {
         {
             return Ok(None);
         }
-        let mut related = Vec::new();
+        let mut related: Vec<RelatedRef> = Vec::new();
         for id in hit.related {
             if id != hit.obj {
-                let r = ctx.obj(id)?.resource();
-                if !related.contains(&r) {
-                    related.push(r);
+                let other = ctx.obj(id)?;
+                let resource = other.resource();
+                if !related.iter().any(|r| r.resource == resource) {
+                    related.push(RelatedRef {
+                        resource,
+                        file: other.file.clone(),
+                        line: other.line,
+                    });
                 }
             }
         }

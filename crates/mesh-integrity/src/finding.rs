@@ -70,6 +70,20 @@ impl ResourceRef {
     }
 }
 
+/// Another object a finding involves, with where it was read from: `check` points at both sides
+/// of a conflict without a second look-up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelatedRef {
+    /// The object.
+    #[serde(flatten)]
+    pub resource: ResourceRef,
+    /// File it was read from, when known (`null` for objects from a cluster).
+    pub file: Option<String>,
+    /// 1-based line of its document, when known.
+    pub line: Option<u32>,
+}
+
 /// One reference followed on the way to a finding: `from` (an object) refers through `path` (a
 /// field) to `to` (what it names, and what became of it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -149,7 +163,7 @@ pub struct Finding {
     /// 1-based line of the resource's document, when known.
     pub line: Option<u32>,
     /// Other objects involved (the winner of a conflict, the other gateways, ...).
-    pub related: Vec<ResourceRef>,
+    pub related: Vec<RelatedRef>,
     /// The references followed to reach the finding.
     pub chain: Vec<ChainLink>,
     /// The ordered repair plan.

@@ -100,7 +100,7 @@
 //! { "reportVersion": 1, "schemaVersion": 5,
 //!   "findings": [ { "code", "rule", "severity": "error|warning|info",
 //!                   "resource": {"apiVersion","kind","namespace","name"}, "message",
-//!                   "file", "line", "related": [resource...],
+//!                   "file", "line", "related": [resource + file, line...],
 //!                   "chain": [{"from","path","to"}],
 //!                   "repair": [{"action": "create|patch|delete|none", "target", "patch", "object",
 //!                               "operatorMayApply", "description"}],
@@ -125,7 +125,7 @@ mod suppress;
 pub use engine::Engine;
 pub use error::{Error, ParseError, ParseErrorKind};
 pub use finding::{
-    ActionKind, ChainLink, Coverage, Durations, Finding, FindingCount, REPORT_VERSION,
+    ActionKind, ChainLink, Coverage, Durations, Finding, FindingCount, REPORT_VERSION, RelatedRef,
     RepairAction, Report, ReportedBy, ResourceRef, RuleInfo, Severity, SkippedRule, Summary,
 };
 pub use model::{

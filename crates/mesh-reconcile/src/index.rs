@@ -551,7 +551,7 @@ fn mesh_finding(finding: mesh_integrity::Finding) -> MeshFinding {
         related: finding
             .winner
             .as_ref()
-            .or(finding.related.first())
+            .or(finding.related.first().map(|related| &related.resource))
             .map(|r| r.display()),
         severity: capitalised_severity(finding.severity),
         code: finding.code,

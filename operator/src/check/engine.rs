@@ -1,6 +1,6 @@
 //! The one place `check` talks to the integrity engine (crate `mesh-integrity`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use mesh_integrity::{Engine, IngestOptions, IngestStats, Report, SourceObject, Suppression};
@@ -30,12 +30,7 @@ pub struct Outcome {
     pub ingest_time: Duration,
     /// Time spent running the rules.
     pub check_time: Duration,
-    /// Where each object named in a finding's `related[]` was read, when it was read from a file.
-    pub related_origins: Origins,
 }
-
-/// (kind, namespace, name) → (file, line).
-pub type Origins = HashMap<(String, String, String), (String, u32)>;
 
 /// Checks `--suppress` values before any input is read, so a typo is a usage error (exit 2).
 pub fn validate_suppressions(suppressions: &[String]) -> Result<(), String> {
@@ -104,7 +99,6 @@ impl Session {
         let check_started = Instant::now();
         let report = engine.check().map_err(|error| error.to_string())?;
         let check_time = check_started.elapsed();
-        let related_origins = related_origins(&engine, &report);
 
         let value = serde_json::to_value(&report).map_err(|error| error.to_string())?;
         let view: ReportView = serde_json::from_value(value)
@@ -120,46 +114,8 @@ impl Session {
             skipped_kinds: stats.skipped_unknown,
             ingest_time,
             check_time,
-            related_origins,
         })
     }
-}
-
-/// The file and line of every object named in `related[]`. The report names those objects
-/// without their files, but the engine keeps each object's origin, so a few indexed look-ups
-/// after the check replace a map of every object's origin built during ingest. A look-up that
-/// fails leaves that object without a location: less detail, never a failed check.
-fn related_origins(engine: &Engine, report: &Report) -> Origins {
-    let mut origins = Origins::new();
-    let Ok(mut statement) = engine.connection().prepare(
-        "SELECT file, line FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
-    ) else {
-        return origins;
-    };
-    for related in report.findings.iter().flat_map(|finding| &finding.related) {
-        let identity = (
-            related.kind.clone(),
-            related.namespace.clone(),
-            related.name.clone(),
-        );
-        if origins.contains_key(&identity) {
-            continue;
-        }
-        let key = related.key();
-        let origin =
-            statement.query_row([&key.group, &key.kind, &key.namespace, &key.name], |row| {
-                Ok((
-                    row.get::<_, Option<String>>(0)?,
-                    row.get::<_, Option<i64>>(1)?,
-                ))
-            });
-        if let Ok((Some(file), Some(line))) = origin
-            && let Ok(line) = u32::try_from(line)
-        {
-            origins.insert(identity, (file, line));
-        }
-    }
-    origins
 }
 
 /// The engine's rule registry.
