@@ -48,25 +48,11 @@ fn shipped<T: serde::de::DeserializeOwned>(path: &str) -> T {
 fn install_shipped_rbac(cp: &ControlPlane) {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let out = Command::new(cp.kubectl())
-            .arg("--kubeconfig")
-            .arg(cp.kubeconfig_path())
-            .args([
-                "apply",
-                "--server-side",
-                "-f",
-                "deploy/namespace.yaml",
-                "-f",
-                "deploy/rbac/",
-            ])
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cp.kubectl_apply(&[
+            &root().join("deploy/namespace.yaml"),
+            &root().join("deploy/rbac"),
+        ])
+        .unwrap();
     });
 }
 

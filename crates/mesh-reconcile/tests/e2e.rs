@@ -47,26 +47,10 @@ const OPERATOR_ACCOUNT: &str = "istio-integrity-operator";
 /// TokenRequest token, not admin, so every test here also proves the RBAC is sufficient.
 async fn operator_client(cp: &ControlPlane) -> Result<Client> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let applied = tokio::process::Command::new(cp.kubectl())
-        .arg("--kubeconfig")
-        .arg(cp.kubeconfig_path())
-        .args([
-            "apply",
-            "--server-side",
-            "-f",
-            "deploy/namespace.yaml",
-            "-f",
-            "deploy/rbac/",
-        ])
-        .current_dir(&root)
-        .output()
-        .await?;
-    if !applied.status.success() {
-        bail!(
-            "installing the shipped RBAC failed: {}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
-    }
+    cp.kubectl_apply(&[
+        &root.join("deploy/namespace.yaml"),
+        &root.join("deploy/rbac"),
+    ])?;
     Ok(cp
         .service_account_client(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
         .await?)

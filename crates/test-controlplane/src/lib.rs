@@ -94,6 +94,9 @@ pub enum Error {
         log: PathBuf,
         tail: String,
     },
+    /// A kubectl command of the harness exited with an error.
+    #[error("kubectl {args} failed: {stderr}")]
+    Kubectl { args: String, stderr: String },
     /// A readiness probe did not succeed in time.
     #[error("{what} not ready after {timeout:?} (last probe: {last}); control plane logs: {}", logs.display())]
     NotReady {
@@ -494,6 +497,34 @@ impl ControlPlane {
     /// The kubectl built with the control plane.
     pub fn kubectl(&self) -> PathBuf {
         self.options.binary("kubectl")
+    }
+
+    /// `kubectl apply --server-side -f <path>...` as the admin, as an install applies manifests
+    /// (a directory applies every manifest in it). Blocks the calling thread until kubectl exits.
+    pub fn kubectl_apply(&self, paths: &[&Path]) -> Result<(), Error> {
+        let mut args = vec!["apply".to_string(), "--server-side".to_string()];
+        for path in paths {
+            args.push("-f".into());
+            args.push(path.display().to_string());
+        }
+        let output = std::process::Command::new(self.kubectl())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(&args)
+            .output()
+            .map_err(|source| Error::Io {
+                what: "running kubectl".into(),
+                logs: self.dir().into(),
+                source,
+            })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Kubectl {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
     }
 
     /// The temporary directory: logs (`*.log`), certificates (`pki/`), etcd data and the kubeconfig.
