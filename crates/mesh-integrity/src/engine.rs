@@ -1,9 +1,7 @@
 //! The engine: a SQLite connection holding the projections, and the operations on it.
 
 use std::cell::RefCell;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -19,8 +17,9 @@ use crate::finding::{
     RuleInfo, Severity, SkippedRule, Summary,
 };
 use crate::model::{IngestOptions, IngestStats, ObjectKey, SourceObject};
-use crate::project::{self, Projected, Projection};
+use crate::project;
 use crate::rules::{self, Analysis, Hit, Row};
+use crate::store::{self, Load, Prepared, Writer};
 use crate::suppress::Suppression;
 
 mod embedded {
@@ -190,79 +189,6 @@ fn register_functions(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
-/// How a transaction stores objects.
-enum Load {
-    /// Every index in place: keys are looked up, replaced objects' rows deleted (upserts, and
-    /// batches into a non-empty engine).
-    Indexed,
-    /// A batch into an empty engine: the projection indexes are dropped for the load and built
-    /// once at the end (cheaper than maintaining them row by row), and objects are inserted
-    /// without looking their key up first (the object key's UNIQUE constraint reports a repeat).
-    Bulk {
-        /// `CREATE INDEX` statements of the dropped indexes.
-        indexes: Vec<String>,
-    },
-}
-
-impl Load {
-    /// `Bulk` when the engine holds nothing yet, else `Indexed`.
-    fn start(conn: &Connection) -> Result<Load, Error> {
-        let empty: bool =
-            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?;
-        if !empty {
-            return Ok(Load::Indexed);
-        }
-        let dropped: Vec<(String, String)> = {
-            let mut stmt = conn.prepare(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
-                 AND tbl_name NOT IN ('object', 'refinery_schema_history') ORDER BY name",
-            )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
-        };
-        let mut indexes = Vec::with_capacity(dropped.len());
-        for (name, sql) in dropped {
-            conn.execute_batch(&format!("DROP INDEX \"{name}\""))?;
-            indexes.push(sql);
-        }
-        Ok(Load::Bulk { indexes })
-    }
-
-    /// Builds the dropped indexes (if any) and continues as `Indexed`.
-    fn restore_indexes(&mut self, conn: &Connection) -> Result<(), Error> {
-        if let Load::Bulk { indexes, .. } = std::mem::replace(self, Load::Indexed) {
-            for sql in &indexes {
-                conn.execute_batch(sql)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Ends the load: the indexes are all back.
-    fn finish(mut self, conn: &Connection) -> Result<(), Error> {
-        self.restore_indexes(conn)
-    }
-}
-
-/// Tables holding an object's projection, by kind (plus `export_to` and `undecodable` for all).
-fn tables_of(group: &str, kind: &str) -> &'static [&'static str] {
-    match (group, kind) {
-        ("networking.istio.io", "VirtualService") => {
-            &["vs", "vs_host", "vs_gateway", "mesh_host", "dest"]
-        }
-        ("networking.istio.io", "Gateway") => &["gateway", "gw_server", "selector"],
-        ("networking.istio.io", "DestinationRule") => &["dr", "dr_subset"],
-        ("networking.istio.io", "ServiceEntry") => &["provider", "port"],
-        ("networking.istio.io", "Sidecar") => &["sidecar", "selector"],
-        ("", "Service") => &["service", "selector", "provider", "port"],
-        ("", "Pod") => &["label"],
-        ("", "Secret") => &["secret"],
-        ("gateway.networking.k8s.io", "Gateway") => &["gw_server"],
-        ("mesh.istio.operator", "MeshService") => &["ms", "ms_host", "ms_port"],
-        _ => &[],
-    }
-}
-
 impl Engine {
     /// An engine on a private in-memory database (the default).
     pub fn open_in_memory() -> Result<Engine, Error> {
@@ -393,13 +319,15 @@ impl Engine {
         I::Item: Into<SourceObject>,
     {
         let mut stats = IngestStats::default();
+        let options = &self.options;
         let tx = self.conn.transaction()?;
-        let mut load = Load::start(&tx)?;
-        for object in objects {
-            let object: SourceObject = object.into();
-            store_object(&tx, &self.options, &object, &mut stats, &mut load)?;
+        {
+            let mut load = Load::start(&tx)?;
+            let mut writer = Writer::held(&tx);
+            store::store_all(objects, options, &mut writer, &mut stats, &mut load)?;
+            drop(writer);
+            load.finish(&tx)?;
         }
-        load.finish(&tx)?;
         tx.commit()?;
         Ok(stats)
     }
@@ -408,16 +336,21 @@ impl Engine {
     /// engine does not check. An object that cannot be projected is stored as an `MSH0001`
     /// finding; an object without apiVersion, kind or name is an [`Error::Identity`].
     pub fn upsert(&mut self, object: impl Into<SourceObject>) -> Result<Option<ObjectKey>, Error> {
-        let object = object.into();
+        let prepared = store::prepare(object.into(), &self.options);
+        if let Prepared::NoIdentity(message) = prepared {
+            return Err(Error::Identity(message));
+        }
         let mut stats = IngestStats::default();
         let tx = self.conn.transaction()?;
-        let key = store_object(&tx, &self.options, &object, &mut stats, &mut Load::Indexed)?;
+        let key = store::store(
+            &mut Writer::cached(&tx),
+            prepared,
+            &mut stats,
+            &mut Load::Indexed,
+        )?;
         tx.commit()?;
         if let Some(key) = &key {
             self.forget_present_kinds(Some(key));
-        }
-        if key.is_none() && stats.skipped_unknown.is_empty() {
-            return Err(Error::Identity(identity_problem(&object.value)));
         }
         Ok(key)
     }
@@ -439,9 +372,7 @@ impl Engine {
             })
             .optional()?;
         if let Some(id) = id {
-            clear_rows(&tx, id, &key.group, &key.kind)?;
-            tx.prepare_cached("DELETE FROM object WHERE id = ?1")?
-                .execute([id])?;
+            store::delete_object(&mut Writer::cached(&tx), id, key)?;
         }
         tx.commit()?;
         self.forget_present_kinds(Some(key));
@@ -459,7 +390,7 @@ impl Engine {
         };
         let projection = project::undecodable(key, &api_version, message);
         let tx = self.conn.transaction()?;
-        store_projection(&tx, &projection, None, &mut Load::Indexed)?;
+        store::store_single(&mut Writer::cached(&tx), &projection, &mut Load::Indexed)?;
         tx.commit()?;
         self.forget_present_kinds(Some(key));
         Ok(())
@@ -828,408 +759,4 @@ fn summarise(
             .or_default() += 1;
     }
     summary
-}
-
-fn identity_problem(value: &Value) -> String {
-    match project::project(value, "default") {
-        Projected::NoIdentity(message) => message,
-        _ => "object has no usable identity".into(),
-    }
-}
-
-/// Projects and stores one object; returns its key (None for unknown kinds and objects without
-/// identity; the latter are stored under a synthetic name when they come from a file).
-fn store_object(
-    conn: &Connection,
-    options: &IngestOptions,
-    object: &SourceObject,
-    stats: &mut IngestStats,
-    load: &mut Load,
-) -> Result<Option<ObjectKey>, Error> {
-    match project::project(&object.value, &options.default_namespace) {
-        Projected::Unknown(kind) => {
-            *stats.skipped_unknown.entry(kind).or_default() += 1;
-            Ok(None)
-        }
-        Projected::NoIdentity(message) => {
-            // Batch input from files: keep it as a finding under a synthetic name so the run reports it.
-            let Some(origin) = &object.origin else {
-                return Ok(None);
-            };
-            let api_version = object
-                .value
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or("v1");
-            let kind = object
-                .value
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown");
-            let group = crate::model::group_of(api_version);
-            if !project::is_known(group, kind) {
-                *stats
-                    .skipped_unknown
-                    .entry(format!("{api_version}/{kind}"))
-                    .or_default() += 1;
-                return Ok(None);
-            }
-            let key = ObjectKey::new(
-                group,
-                kind,
-                &options.default_namespace,
-                &format!("(unnamed {}:{})", origin.file, origin.line),
-            );
-            let projection = project::undecodable(&key, api_version, &message);
-            store_projection(conn, &projection, Some(object), load)?;
-            stats.undecodable += 1;
-            stats.total += 1;
-            *stats.by_kind.entry(key.kind.clone()).or_default() += 1;
-            Ok(Some(key))
-        }
-        Projected::Object(projection) => {
-            store_projection(conn, &projection, Some(object), load)?;
-            if projection.rows.undecodable.is_some() {
-                stats.undecodable += 1;
-            }
-            stats.total += 1;
-            *stats
-                .by_kind
-                .entry(projection.key.kind.clone())
-                .or_default() += 1;
-            Ok(Some(projection.key))
-        }
-    }
-}
-
-/// Every table an object of this kind can have rows in, in the order of its `proj_hash`.
-fn object_tables(group: &str, kind: &str) -> impl Iterator<Item = &'static str> {
-    tables_of(group, kind)
-        .iter()
-        .chain(["export_to", "undecodable"].iter())
-        .copied()
-}
-
-fn clear_rows(conn: &Connection, id: i64, group: &str, kind: &str) -> Result<(), Error> {
-    for table in object_tables(group, kind) {
-        clear_table(conn, id, table)?;
-    }
-    Ok(())
-}
-
-fn clear_table(conn: &Connection, id: i64, table: &str) -> Result<(), Error> {
-    conn.prepare_cached(&format!("DELETE FROM {table} WHERE obj = ?1"))?
-        .execute([id])?;
-    Ok(())
-}
-
-/// The `proj_hash` of a projection: per table of its kind, a hash of the rows it writes there.
-fn projection_hashes(group: &str, kind: &str, rows: &project::Rows) -> Vec<u8> {
-    object_tables(group, kind)
-        .flat_map(|table| {
-            let mut hasher = DefaultHasher::new();
-            table_rows_hash(rows, table, &mut hasher);
-            hasher.finish().to_le_bytes()
-        })
-        .collect()
-}
-
-/// Hashes the part of `rows` that [`insert_table`] writes into `table`.
-fn table_rows_hash(rows: &project::Rows, table: &str, hasher: &mut DefaultHasher) {
-    match table {
-        "export_to" => rows.export_to.hash(hasher),
-        "undecodable" => rows.undecodable.hash(hasher),
-        "vs" => rows.vs.hash(hasher),
-        "vs_host" => rows.vs_host.hash(hasher),
-        "vs_gateway" => rows.vs_gateway.hash(hasher),
-        "mesh_host" => rows.mesh_host.hash(hasher),
-        "dest" => rows.dest.hash(hasher),
-        "gateway" => rows.gateway.hash(hasher),
-        "gw_server" => rows.gw_server.hash(hasher),
-        "selector" => rows.selector.hash(hasher),
-        "label" => rows.label.hash(hasher),
-        "provider" => rows.provider.hash(hasher),
-        "port" => rows.port.hash(hasher),
-        "service" => rows.service.hash(hasher),
-        "dr" => rows.dr.hash(hasher),
-        "dr_subset" => rows.dr_subset.hash(hasher),
-        "sidecar" => rows.sidecar.hash(hasher),
-        "secret" => rows.secret.hash(hasher),
-        "ms" => rows.ms.hash(hasher),
-        "ms_host" => rows.ms_host.hash(hasher),
-        "ms_port" => rows.ms_port.hash(hasher),
-        _ => {}
-    }
-}
-
-fn store_projection(
-    conn: &Connection,
-    p: &Projection,
-    source: Option<&SourceObject>,
-    load: &mut Load,
-) -> Result<i64, Error> {
-    let k = &p.key;
-    let (file, line) = match source.and_then(|s| s.origin.as_ref()) {
-        Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
-        None => (None, None),
-    };
-    let hashes = projection_hashes(&k.group, &k.kind, &p.rows);
-    if let Load::Bulk { .. } = load {
-        let inserted = conn.prepare_cached(
-                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (grp, kind, ns, name) DO NOTHING",
-            )?
-            .execute(params![
-                k.group, k.kind, k.namespace, k.name, p.api_version, p.created, p.owner,
-                p.contributors, p.managed, p.suppress, file, line, hashes
-            ])?;
-        if inserted == 1 {
-            let id = conn.last_insert_rowid();
-            for table in object_tables(&k.group, &k.kind) {
-                insert_table(conn, id, &p.rows, table)?;
-            }
-            return Ok(id);
-        }
-        // The same key twice in one snapshot: rare, so rather than deleting the first one's rows
-        // without indexes, build them now and store the rest of the batch the indexed way.
-        load.restore_indexes(conn)?;
-    }
-    let existing: Option<(i64, Option<Vec<u8>>)> = conn
-        .prepare_cached(
-            "SELECT id, proj_hash FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4",
-        )?
-        .query_row(params![k.group, k.kind, k.namespace, k.name], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    match existing {
-        Some((id, stored)) => {
-            let stored = stored
-                .filter(|s| s.len() == hashes.len())
-                .unwrap_or_default();
-            for (i, table) in object_tables(&k.group, &k.kind).enumerate() {
-                let slot = i * 8..i * 8 + 8;
-                // rewrite only the tables whose rows changed
-                if stored.get(slot.clone()) != hashes.get(slot) {
-                    clear_table(conn, id, table)?;
-                    insert_table(conn, id, &p.rows, table)?;
-                }
-            }
-            conn.prepare_cached(
-                "UPDATE object SET api_version = ?2, created = ?3, owner = ?4, contributors = ?5, managed = ?6, \
-                 suppress = ?7, file = ?8, line = ?9, proj_hash = ?10 WHERE id = ?1",
-            )?
-            .execute(params![id, p.api_version, p.created, p.owner, p.contributors, p.managed, p.suppress, file, line, hashes])?;
-            Ok(id)
-        }
-        None => {
-            conn.prepare_cached(
-                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
-                k.group,
-                k.kind,
-                k.namespace,
-                k.name,
-                p.api_version,
-                p.created,
-                p.owner,
-                p.contributors,
-                p.managed,
-                p.suppress,
-                file,
-                line,
-                hashes
-            ])?;
-            let id = conn.last_insert_rowid();
-            for table in object_tables(&k.group, &k.kind) {
-                insert_table(conn, id, &p.rows, table)?;
-            }
-            Ok(id)
-        }
-    }
-}
-
-/// Writes the rows of `table` for object `id`.
-fn insert_table(
-    conn: &Connection,
-    id: i64,
-    rows: &project::Rows,
-    table: &str,
-) -> Result<(), Error> {
-    let wild = project::wild;
-    match table {
-        "undecodable" => {
-            if let Some(message) = &rows.undecodable {
-                conn.prepare_cached("INSERT INTO undecodable (obj, message) VALUES (?1, ?2)")?
-                    .execute(params![id, message])?;
-            }
-        }
-        "export_to" => {
-            let mut s =
-                conn.prepare_cached("INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)")?;
-            for (scope, raw) in &rows.export_to {
-                s.execute(params![id, scope, raw])?;
-            }
-        }
-        "vs" => {
-            if let Some((mesh, export_all)) = rows.vs {
-                conn.prepare_cached("INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)")?
-                    .execute(params![id, mesh, export_all])?;
-            }
-        }
-        "vs_host" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (i, (host, fqdn)) in rows.vs_host.iter().enumerate() {
-                s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
-            }
-        }
-        "vs_gateway" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO vs_gateway (obj, idx, ref, gw_ns, gw_name) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (i, r, n, name) in &rows.vs_gateway {
-                s.execute(params![id, i, r, n, name])?;
-            }
-        }
-        "mesh_host" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for (scope, fqdn) in &rows.mesh_host {
-                s.execute(params![id, scope, fqdn, wild(fqdn)])?;
-            }
-        }
-        "dest" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for d in &rows.dest {
-                s.execute(params![
-                    id, d.idx, d.mirror, d.host, d.fqdn, d.port, d.subset, d.skey, d.path
-                ])?;
-            }
-        }
-        "gateway" => {
-            if let Some((sel, sel_n, n_servers)) = &rows.gateway {
-                conn.prepare_cached(
-                    "INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![id, sel, sel_n, n_servers])?;
-            }
-        }
-        "gw_server" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for v in &rows.gw_server {
-                s.execute(params![
-                    id,
-                    v.sidx,
-                    v.hidx,
-                    v.port,
-                    v.protocol,
-                    v.bind,
-                    v.raw,
-                    v.vis_ns,
-                    v.host,
-                    wild(&v.host),
-                    v.credential
-                ])?;
-            }
-        }
-        "selector" => {
-            let mut s =
-                conn.prepare_cached("INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)")?;
-            for (k, v) in &rows.selector {
-                s.execute(params![id, k, v])?;
-            }
-        }
-        "label" => {
-            let mut s =
-                conn.prepare_cached("INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)")?;
-            for (k, v) in &rows.label {
-                s.execute(params![id, k, v])?;
-            }
-        }
-        "provider" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO provider (obj, scope, raw, fqdn, wild, suffix) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (scope, raw, fqdn) in &rows.provider {
-                let w = wild(fqdn);
-                let suffix = if w { Some(&fqdn[1..]) } else { None };
-                s.execute(params![id, scope, raw, fqdn, w, suffix])?;
-            }
-        }
-        "port" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (n, name, protocol, target) in &rows.port {
-                s.execute(params![id, n, name, protocol, target])?;
-            }
-        }
-        "service" => {
-            if let Some(sel_n) = rows.service {
-                conn.prepare_cached("INSERT INTO service (obj, sel_n) VALUES (?1, ?2)")?
-                    .execute(params![id, sel_n])?;
-            }
-        }
-        "dr" => {
-            if let Some((host, fqdn, skey, export_all, n_subsets)) = &rows.dr {
-                conn.prepare_cached(
-                    "INSERT INTO dr (obj, host, fqdn, skey, wild, export_all, n_subsets) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![id, host, fqdn, skey, wild(host), export_all, n_subsets])?;
-            }
-        }
-        "dr_subset" => {
-            let mut s = conn.prepare_cached("INSERT INTO dr_subset (obj, name) VALUES (?1, ?2)")?;
-            for name in &rows.dr_subset {
-                s.execute(params![id, name])?;
-            }
-        }
-        "sidecar" => {
-            if let Some(sel_n) = rows.sidecar {
-                conn.prepare_cached("INSERT INTO sidecar (obj, sel_n) VALUES (?1, ?2)")?
-                    .execute(params![id, sel_n])?;
-            }
-        }
-        "secret" => {
-            if let Some(t) = &rows.secret {
-                conn.prepare_cached("INSERT INTO secret (obj, type) VALUES (?1, ?2)")?
-                    .execute(params![id, t])?;
-            }
-        }
-        "ms" => {
-            if let Some((service_name, gw_ns, gw_name, managed, credential)) = &rows.ms {
-                conn.prepare_cached(
-                    "INSERT INTO ms (obj, service_name, gw_ns, gw_name, gw_managed, credential) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![id, service_name, gw_ns, gw_name, managed, credential])?;
-            }
-        }
-        "ms_host" => {
-            let mut s = conn.prepare_cached(
-                "INSERT INTO ms_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (i, (host, fqdn)) in rows.ms_host.iter().enumerate() {
-                s.execute(params![id, i as i64, host, fqdn, wild(fqdn)])?;
-            }
-        }
-        "ms_port" => {
-            let mut s = conn
-                .prepare_cached("INSERT INTO ms_port (obj, port, protocol) VALUES (?1, ?2, ?3)")?;
-            for (port, protocol) in &rows.ms_port {
-                s.execute(params![id, port, protocol])?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }

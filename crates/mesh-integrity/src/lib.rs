@@ -120,6 +120,7 @@ mod parse;
 mod project;
 pub mod repair;
 mod rules;
+mod store;
 mod suppress;
 
 pub use engine::Engine;

@@ -286,3 +286,72 @@ fn rules_that_need_pods_follow_pods_arriving_and_leaving() {
         .unwrap();
     assert!(rules_on_gateway(&engine).is_empty());
 }
+
+#[test]
+fn a_large_batch_equals_the_same_objects_upserted_one_by_one() {
+    // Large enough that the batch projects on its second thread, over several chunks; with a
+    // repeated key late in the batch (bulk mode ends there), unknown kinds and an unnamed object
+    // from a file.
+    let mut objects: Vec<SourceObject> = Vec::new();
+    for i in 0..1500 {
+        let ns = format!("team{}", i % 7);
+        objects.push(SourceObject::new(
+            json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc{i}"), "namespace": ns},
+            "spec": {"ports": [{"port": 80}]}}),
+        ));
+        // every tenth routes to a Service that does not exist
+        let target = if i % 10 == 0 {
+            format!("gone{i}")
+        } else {
+            format!("svc{i}")
+        };
+        objects.push(SourceObject::new(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": format!("vs{i}"), "namespace": ns},
+            "spec": {"hosts": [format!("h{i}.example.com")],
+                     "http": [{"route": [{"destination": {"host": target}}]}]}}),
+        ));
+        if i % 500 == 0 {
+            objects.push(SourceObject::new(
+                json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": format!("d{i}"), "namespace": ns}}),
+            ));
+        }
+    }
+    // the first VirtualService again, now repaired, after more than two chunks
+    objects.push(SourceObject::new(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "vs0", "namespace": "team0"},
+        "spec": {"hosts": ["h0.example.com"], "http": [{"route": [{"destination": {"host": "svc0"}}]}]}})));
+    objects.extend(
+        parse_documents(
+            "apiVersion: v1\nkind: Service\nspec: {ports: [{port: 80}]}\n",
+            "f.yaml",
+        )
+        .unwrap(),
+    );
+
+    let mut batch = Engine::open_in_memory().unwrap();
+    let stats = batch.ingest_batch(objects.clone()).unwrap();
+    let mut one_by_one = Engine::open_in_memory().unwrap();
+    for object in objects {
+        one_by_one.upsert(object).unwrap();
+    }
+
+    assert_eq!(stats.total, 3002);
+    assert_eq!(stats.undecodable, 1);
+    assert_eq!(stats.skipped_unknown["apps/v1/Deployment"], 3);
+    assert_eq!(
+        batch.objects_by_kind().unwrap(),
+        one_by_one.objects_by_kind().unwrap()
+    );
+    let findings = batch.check().unwrap().findings;
+    assert_eq!(findings, one_by_one.check().unwrap().findings);
+    // 150 broken VirtualServices, one of them repaired by its repeat; the unnamed Service
+    assert_eq!(findings.len(), 150);
+    assert_eq!(
+        findings.iter().filter(|f| f.code == "MSH0001").count(),
+        1,
+        "{findings:#?}"
+    );
+}
