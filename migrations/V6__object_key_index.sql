@@ -25,3 +25,4 @@ DROP TABLE object;
 ALTER TABLE object_v6 RENAME TO object;
 CREATE UNIQUE INDEX object_key ON object (kind, ns, name, grp);
 CREATE INDEX object_owner ON object (owner) WHERE owner IS NOT NULL;
+

@@ -4,7 +4,8 @@
 //!
 //! * `cargo bench -p istio-integrity-operator --bench check_scale` — the real figures: 10k and
 //!   100k objects, 3 runs each, medians (targets: 10k ≤ 0.5 s and ≤ 100 MB; 100k ≤ 3 s).
-//! * `cargo bench ... -- 25000` — other sizes.
+//! * `cargo bench ... -- 25000` — other sizes; `CHECK_SCALE_KEEP=DIR` also keeps each input in
+//!   `DIR/<size>`, for profiling `check` on it.
 //! * Under `cargo test --all-targets` it runs with no `--bench` flag: a 300-object smoke run
 //!   that checks the generator and the exit code, in well under a second.
 
@@ -35,6 +36,13 @@ fn main() {
     );
     for size in sizes {
         let dir = tempfile::tempdir().expect("temp dir");
+        // CHECK_SCALE_KEEP=DIR: the generated input also goes to DIR/<size> and stays, for
+        // profiling `check` on it
+        if let Some(keep) = std::env::var_os("CHECK_SCALE_KEEP") {
+            let kept = Path::new(&keep).join(size.to_string());
+            std::fs::create_dir_all(&kept).expect("CHECK_SCALE_KEEP directory");
+            generate(&kept, size);
+        }
         let (files, faults) = generate(dir.path(), size);
         let mut walls = Vec::new();
         let mut cpus = Vec::new();

@@ -138,3 +138,67 @@ fn a_file_database_keeps_sqlites_page_cache_size_after_a_batch() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild() {
+    // Rows as the engine wrote them at V5 (V6 rebuilds the object table, whose ids the other
+    // tables reference): a Service with two ports and a VirtualService routing to it without a
+    // port (IST0112).
+    let (dir, path) = fresh_database_path("mesh-integrity-v5-data");
+    {
+        let mut old = Connection::open(&path).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(5))
+            .run(&mut old)
+            .unwrap();
+        old.execute_batch(
+            "INSERT INTO object (id, grp, kind, ns, name, api_version) VALUES
+                 (1, '', 'Service', 'shop', 'cart', 'v1'),
+                 (2, 'networking.istio.io', 'VirtualService', 'shop', 'r', 'networking.istio.io/v1');
+             INSERT INTO service (obj, sel_n) VALUES (1, 1);
+             INSERT INTO selector (obj, key, value) VALUES (1, 'app', 'cart');
+             INSERT INTO provider (obj, scope, raw, fqdn, wild, suffix) VALUES (1, '*', 'cart', 'cart.shop.svc.cluster.local', 0, NULL);
+             INSERT INTO port (obj, number, name, protocol, target) VALUES (1, 80, 'http', 'HTTP', 8080), (1, 81, 'admin', 'HTTP', 8081);
+             INSERT INTO vs (obj, mesh, export_all) VALUES (2, 1, 1);
+             INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (2, 0, 'r', 'r.shop.svc.cluster.local', 0);
+             INSERT INTO mesh_host (obj, scope, fqdn, wild) VALUES (2, '*', 'r.shop.svc.cluster.local', 0);
+             INSERT INTO dest (obj, idx, mirror, host, fqdn, port, subset, skey, path)
+                 VALUES (2, 0, 0, 'cart', 'cart.shop.svc.cluster.local', NULL, NULL, 'shop/cart', '/spec/http/0/route/0/destination');",
+        )
+        .unwrap();
+    }
+    let migrated = mesh_integrity::Engine::open(&path).unwrap();
+    assert_eq!(
+        migrated.schema_version().unwrap(),
+        mesh_integrity::Engine::latest_schema_version()
+    );
+    let mut fresh = mesh_integrity::Engine::open_in_memory().unwrap();
+    fresh
+        .ingest_batch(vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "cart", "namespace": "shop"},
+                "spec": {"selector": {"app": "cart"}, "ports": [
+                    {"name": "http", "port": 80, "targetPort": 8080},
+                    {"name": "admin", "port": 81, "targetPort": 8081}]}}),
+            serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                "metadata": {"name": "r", "namespace": "shop"},
+                "spec": {"hosts": ["r"], "http": [{"route": [{"destination": {"host": "cart"}}]}]}}),
+        ])
+        .unwrap();
+    let codes = |engine: &mesh_integrity::Engine| -> Vec<(String, String)> {
+        engine
+            .check()
+            .unwrap()
+            .findings
+            .into_iter()
+            .map(|f| (f.code, f.resource.name))
+            .collect()
+    };
+    assert_eq!(
+        codes(&migrated),
+        vec![("IST0112".to_string(), "r".to_string())]
+    );
+    assert_eq!(codes(&migrated), codes(&fresh));
+    drop(migrated);
+    let _ = std::fs::remove_dir_all(&dir);
+}
