@@ -2,6 +2,8 @@
 //! ignored; a field the rules need that has the wrong shape makes the whole object undecodable
 //! (an `MSH0001` finding), never an error.
 
+use std::fmt::Display;
+
 use serde_json::{Map, Value};
 
 use crate::host::{is_wild, resource_key, to_fqdn};
@@ -110,7 +112,11 @@ pub(crate) enum Projected {
 
 type R<T> = Result<T, String>;
 
-fn str_at<'a>(v: Option<&'a Value>, path: &str) -> R<Option<&'a str>> {
+// The helpers below take the JSON path they report as `impl Display`, so callers pass
+// `format_args!` and the path is only formatted for an error: formatting every path eagerly
+// was a third of projecting a VirtualService.
+
+fn str_at<'a>(v: Option<&'a Value>, path: impl Display) -> R<Option<&'a str>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -118,7 +124,7 @@ fn str_at<'a>(v: Option<&'a Value>, path: &str) -> R<Option<&'a str>> {
     }
 }
 
-fn strs(v: Option<&Value>, path: &str) -> R<Vec<String>> {
+fn strs(v: Option<&Value>, path: impl Display) -> R<Vec<String>> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -133,7 +139,7 @@ fn strs(v: Option<&Value>, path: &str) -> R<Vec<String>> {
     }
 }
 
-fn arr<'a>(v: Option<&'a Value>, path: &str) -> R<&'a [Value]> {
+fn arr<'a>(v: Option<&'a Value>, path: impl Display) -> R<&'a [Value]> {
     match v {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
@@ -141,7 +147,7 @@ fn arr<'a>(v: Option<&'a Value>, path: &str) -> R<&'a [Value]> {
     }
 }
 
-fn obj<'a>(v: Option<&'a Value>, path: &str) -> R<Option<&'a Map<String, Value>>> {
+fn obj<'a>(v: Option<&'a Value>, path: impl Display) -> R<Option<&'a Map<String, Value>>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -149,8 +155,8 @@ fn obj<'a>(v: Option<&'a Value>, path: &str) -> R<Option<&'a Map<String, Value>>
     }
 }
 
-fn str_map(v: Option<&Value>, path: &str) -> R<Vec<(String, String)>> {
-    let Some(map) = obj(v, path)? else {
+fn str_map(v: Option<&Value>, path: impl Display) -> R<Vec<(String, String)>> {
+    let Some(map) = obj(v, &path)? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(map.len());
@@ -165,7 +171,7 @@ fn str_map(v: Option<&Value>, path: &str) -> R<Vec<(String, String)>> {
     Ok(out)
 }
 
-fn port_number(v: Option<&Value>, path: &str) -> R<Option<i64>> {
+fn port_number(v: Option<&Value>, path: impl Display) -> R<Option<i64>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -324,7 +330,10 @@ fn fill(p: &mut Projection, value: &Value) -> R<()> {
                 .iter()
                 .enumerate()
             {
-                let host = str_at(l.get("hostname"), &format!("spec.listeners[{i}].hostname"))?;
+                let host = str_at(
+                    l.get("hostname"),
+                    format_args!("spec.listeners[{i}].hostname"),
+                )?;
                 let host = host.unwrap_or("*").to_string();
                 p.rows.gw_server.push(Server {
                     sidx: i as i64,
@@ -376,18 +385,21 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     let mut idx = 0i64;
     let mut push = |rows: &mut Rows, d: Option<&Value>, path: String, mirror: bool| -> R<()> {
         let d = obj(d, &path)?;
-        let host = str_at(d.and_then(|d| d.get("host")), &format!("{path}.host"))?
+        let host = str_at(d.and_then(|d| d.get("host")), format_args!("{path}.host"))?
             .unwrap_or("")
             .to_string();
-        let port_obj = obj(d.and_then(|d| d.get("port")), &format!("{path}.port"))?;
+        let port_obj = obj(d.and_then(|d| d.get("port")), format_args!("{path}.port"))?;
         let port = port_number(
             port_obj.and_then(|p| p.get("number")),
-            &format!("{path}.port.number"),
+            format_args!("{path}.port.number"),
         )?;
         let port = port.filter(|p| *p != 0);
-        let subset = str_at(d.and_then(|d| d.get("subset")), &format!("{path}.subset"))?
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+        let subset = str_at(
+            d.and_then(|d| d.get("subset")),
+            format_args!("{path}.subset"),
+        )?
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
         rows.dest.push(Dest {
             idx,
             mirror,
@@ -402,11 +414,11 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
         Ok(())
     };
     for section in ["http", "tcp", "tls"] {
-        for (i, rule) in arr(spec.get(section), &format!("spec.{section}"))?
+        for (i, rule) in arr(spec.get(section), format_args!("spec.{section}"))?
             .iter()
             .enumerate()
         {
-            for (j, route) in arr(rule.get("route"), &format!("spec.{section}[{i}].route"))?
+            for (j, route) in arr(rule.get("route"), format_args!("spec.{section}[{i}].route"))?
                 .iter()
                 .enumerate()
             {
@@ -421,7 +433,7 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
                 if let Some(m) = rule.get("mirror").filter(|m| !m.is_null()) {
                     push(rows, Some(m), format!("/spec/http/{i}/mirror"), true)?;
                 }
-                for (j, m) in arr(rule.get("mirrors"), &format!("spec.http[{i}].mirrors"))?
+                for (j, m) in arr(rule.get("mirrors"), format_args!("spec.http[{i}].mirrors"))?
                     .iter()
                     .enumerate()
                 {
@@ -456,27 +468,27 @@ fn gateway(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     ));
     rows.selector = selector;
     for (i, server) in servers.iter().enumerate() {
-        let path = format!("spec.servers[{i}]");
-        let port = obj(server.get("port"), &format!("{path}.port"))?;
+        let path = format_args!("spec.servers[{i}]");
+        let port = obj(server.get("port"), format_args!("{path}.port"))?;
         let number = port_number(
             port.and_then(|p| p.get("number")),
-            &format!("{path}.port.number"),
+            format_args!("{path}.port.number"),
         )?;
         let protocol = str_at(
             port.and_then(|p| p.get("protocol")),
-            &format!("{path}.port.protocol"),
+            format_args!("{path}.port.protocol"),
         )?;
-        let bind = str_at(server.get("bind"), &format!("{path}.bind"))?
+        let bind = str_at(server.get("bind"), format_args!("{path}.bind"))?
             .unwrap_or("")
             .to_string();
-        let tls = obj(server.get("tls"), &format!("{path}.tls"))?;
+        let tls = obj(server.get("tls"), format_args!("{path}.tls"))?;
         let credential = str_at(
             tls.and_then(|t| t.get("credentialName")),
-            &format!("{path}.tls.credentialName"),
+            format_args!("{path}.tls.credentialName"),
         )?
         .filter(|c| !c.is_empty())
         .map(str::to_string);
-        let hosts = strs(server.get("hosts"), &format!("{path}.hosts"))?;
+        let hosts = strs(server.get("hosts"), format_args!("{path}.hosts"))?;
         // Istio's sanitizeServerHostNamespace: `*/*` turns the whole server into `*`.
         let all = hosts.iter().any(|h| h == "*/*");
         let base = Server {
@@ -523,7 +535,7 @@ fn destination_rule(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     let export_all = export.is_empty() || export.iter().any(|e| e == "*");
     let subsets = arr(spec.get("subsets"), "spec.subsets")?;
     for (i, s) in subsets.iter().enumerate() {
-        if let Some(name) = str_at(s.get("name"), &format!("spec.subsets[{i}].name"))? {
+        if let Some(name) = str_at(s.get("name"), format_args!("spec.subsets[{i}].name"))? {
             rows.dr_subset.push(name.to_string());
         }
     }
@@ -542,14 +554,14 @@ fn service_entry(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     let export = strs(spec.get("exportTo"), "spec.exportTo")?;
     rows.export_to = export_rows(&export, ns);
     for (i, port) in arr(spec.get("ports"), "spec.ports")?.iter().enumerate() {
-        let path = format!("spec.ports[{i}]");
-        let Some(number) = port_number(port.get("number"), &format!("{path}.number"))? else {
+        let path = format_args!("spec.ports[{i}]");
+        let Some(number) = port_number(port.get("number"), format_args!("{path}.number"))? else {
             return Err(format!("{path}.number: missing"));
         };
-        let name = str_at(port.get("name"), &format!("{path}.name"))?.map(str::to_string);
+        let name = str_at(port.get("name"), format_args!("{path}.name"))?.map(str::to_string);
         let protocol =
-            str_at(port.get("protocol"), &format!("{path}.protocol"))?.map(str::to_string);
-        let target = port_number(port.get("targetPort"), &format!("{path}.targetPort"))?;
+            str_at(port.get("protocol"), format_args!("{path}.protocol"))?.map(str::to_string);
+        let target = port_number(port.get("targetPort"), format_args!("{path}.targetPort"))?;
         rows.port.push((number, name, protocol, target));
     }
     for scope in visibility(&rows.export_to) {
@@ -566,12 +578,12 @@ fn service(rows: &mut Rows, spec: &Value, ns: &str, name: &str) -> R<()> {
     rows.service = Some(selector.len() as i64);
     rows.selector = selector;
     for (i, port) in arr(spec.get("ports"), "spec.ports")?.iter().enumerate() {
-        let path = format!("spec.ports[{i}]");
-        let Some(number) = port_number(port.get("port"), &format!("{path}.port"))? else {
+        let path = format_args!("spec.ports[{i}]");
+        let Some(number) = port_number(port.get("port"), format_args!("{path}.port"))? else {
             return Err(format!("{path}.port: missing"));
         };
-        let name = str_at(port.get("name"), &format!("{path}.name"))?.map(str::to_string);
-        let protocol = str_at(port.get("protocol"), &format!("{path}.protocol"))?
+        let name = str_at(port.get("name"), format_args!("{path}.name"))?.map(str::to_string);
+        let protocol = str_at(port.get("protocol"), format_args!("{path}.protocol"))?
             .unwrap_or("TCP")
             .to_string();
         // a named targetPort resolves only against the Pod; Istio then falls back to `port`
