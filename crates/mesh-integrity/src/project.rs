@@ -116,7 +116,7 @@ type R<T> = Result<T, String>;
 // `format_args!` and the path is only formatted for an error: formatting every path eagerly
 // was a third of projecting a VirtualService.
 
-fn str_at<'a>(v: Option<&'a Value>, path: impl Display) -> R<Option<&'a str>> {
+fn str_at(v: Option<&Value>, path: impl Display) -> R<Option<&str>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -139,7 +139,7 @@ fn strs(v: Option<&Value>, path: impl Display) -> R<Vec<String>> {
     }
 }
 
-fn arr<'a>(v: Option<&'a Value>, path: impl Display) -> R<&'a [Value]> {
+fn arr(v: Option<&Value>, path: impl Display) -> R<&[Value]> {
     match v {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
@@ -147,7 +147,7 @@ fn arr<'a>(v: Option<&'a Value>, path: impl Display) -> R<&'a [Value]> {
     }
 }
 
-fn obj<'a>(v: Option<&'a Value>, path: impl Display) -> R<Option<&'a Map<String, Value>>> {
+fn obj(v: Option<&Value>, path: impl Display) -> R<Option<&Map<String, Value>>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
