@@ -17,15 +17,16 @@ use super::*;
 /// One correlated `min()` subquery: the smallest ordering key (the full query's `wkey`, then
 /// char(2) and the id, so that `build` recovers the winner without another lookup) among the
 /// competitors `ow`, reached from rows `$t` of `$table`, that satisfy the condition and are older
-/// than the loser `lo` (the full query's comparison, as written).
+/// than the loser `lo` (the full query's comparison, as written). The separators are written as
+/// bytes 1 and 2 in the literal rather than `char(1)`: SQLite evaluates constant function calls
+/// each time the statement starts, and this query has dozens. The text is terse because rusqlite
+/// hashes and copies it on every use of the cached statement.
 macro_rules! winner {
     ($table:expr, $t:expr, $($cond:expr),+) => {
         concat!(
-            "(SELECT min(coalesce(ow.created, '~') || char(1) || ow.ns || char(1) || ow.name || char(1) \
-               || ow.kind || char(2) || ow.id) FROM ", $table, " ", $t, " JOIN object ow ON ow.id = ", $t,
-            ".obj WHERE ", $($cond,)+
-            " AND (coalesce(ow.created, '~'), ow.ns, ow.name, ow.kind) \
-               < (coalesce(lo.created, '~'), lo.ns, lo.name, lo.kind))"
+            "(SELECT min(coalesce(ow.created,'~')||'\u{1}'||ow.ns||'\u{1}'||ow.name||'\u{1}'||ow.kind||'\u{2}'||ow.id) FROM ",
+            $table, " ", $t, " JOIN object ow ON ow.id=", $t, ".obj WHERE ", $($cond,)+
+            " AND (coalesce(ow.created,'~'),ow.ns,ow.name,ow.kind)<(coalesce(lo.created,'~'),lo.ns,lo.name,lo.kind))"
         )
     };
 }
@@ -37,7 +38,7 @@ macro_rules! winner {
 macro_rules! overlapping {
     ($table:expr, $t:expr, $fqdn:expr, $wild:expr, $($cond:expr),+) => {
         concat!(
-            winner!($table, $t, $t, ".fqdn = ", $fqdn, $($cond),+),
+            winner!($table, $t, $t, ".fqdn=", $fqdn, $($cond),+),
             ", ",
             winner!($table, $t, $t, ".wild = 1 AND ", $t, ".fqdn <> ", $fqdn,
                 " AND host_matches(", $fqdn, ", ", $t, ".fqdn)", $($cond),+),
@@ -53,30 +54,35 @@ macro_rules! overlapping {
 macro_rules! ms_claims {
     ($gw:expr, $port:expr) => {
         concat!(
-            " AND ow.kind = 'MeshService' AND ow.grp = 'mesh.istio.operator' \
-             AND EXISTS (SELECT 1 FROM ms mb WHERE mb.obj = a.obj \
-               AND coalesce(mb.gw_ns || '/' || mb.gw_name, 'mesh') = ",
-            $gw,
-            ") \
-             AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj = a.obj",
-            $port,
-            ")"
+            " AND ow.kind='MeshService' AND ow.grp='mesh.istio.operator' AND EXISTS (SELECT 1 FROM ms mb \
+               WHERE mb.obj=a.obj AND coalesce(mb.gw_ns||'/'||mb.gw_name,'mesh')=", $gw, ") \
+             AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj=a.obj", $port, ")"
         )
     };
 }
 
-/// The VirtualService `$o` is not owned by a MeshService present (which would claim for it). The
-/// owner `ns/name` is looked up by key when it has one `/`; with more, every MeshService is compared
-/// (as the full query, which compares `ns || '/' || name`).
+/// The VirtualService `$o` is not owned by a MeshService present (which would claim for it): no
+/// MeshService `ns/name` is its owner. The namespace of such a MeshService is a prefix of the owner
+/// ending before a `/`, so it lies between the owner's first segment and the owner: a range of the
+/// object key index (a few keys) rather than every MeshService.
 macro_rules! not_owned_by_a_meshservice {
     ($o:expr) => {
         concat!(
-            "(", $o, ".owner IS NULL OR NOT ( \
-               (instr(", $o, ".owner, '/') > 0 AND EXISTS (SELECT 1 FROM object mo WHERE mo.kind = 'MeshService' \
-                  AND mo.ns = substr(", $o, ".owner, 1, instr(", $o, ".owner, '/') - 1) \
-                  AND mo.name = substr(", $o, ".owner, instr(", $o, ".owner, '/') + 1) AND mo.grp = 'mesh.istio.operator')) \
-               OR (instr(substr(", $o, ".owner, instr(", $o, ".owner, '/') + 1), '/') > 0 AND EXISTS (SELECT 1 FROM object mo \
-                  WHERE mo.kind = 'MeshService' AND mo.grp = 'mesh.istio.operator' AND mo.ns || '/' || mo.name = ", $o, ".owner))))"
+            "(",
+            $o,
+            ".owner IS NULL OR NOT EXISTS (SELECT 1 FROM object mo WHERE instr(",
+            $o,
+            ".owner,'/')>0 \
+               AND mo.kind='MeshService' AND mo.ns BETWEEN substr(",
+            $o,
+            ".owner,1,instr(",
+            $o,
+            ".owner,'/')-1) AND ",
+            $o,
+            ".owner \
+               AND mo.ns||'/'||mo.name=",
+            $o,
+            ".owner AND mo.grp='mesh.istio.operator'))"
         )
     };
 }
@@ -84,7 +90,7 @@ macro_rules! not_owned_by_a_meshservice {
 /// The gateway a losing MeshService `m` claims on.
 macro_rules! own_gateway {
     () => {
-        "coalesce(m.gw_ns || '/' || m.gw_name, 'mesh')"
+        "coalesce(m.gw_ns||'/'||m.gw_name,'mesh')"
     };
 }
 
@@ -181,8 +187,8 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             "a",
             "h.fqdn",
             "h.wild",
-            " AND a.obj <> m.obj",
-            ms_claims!(own_gateway!(), " AND bp.port = p.port")
+            " AND a.obj<>m.obj",
+            ms_claims!(own_gateway!(), " AND bp.port=p.port")
         ),
         ", ",
         overlapping!(
@@ -194,8 +200,8 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             not_owned_by_a_meshservice!("ow"),
             " AND ((",
             own_gateway!(),
-            " = 'mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj = v.obj AND vv.mesh = 1)) \
-               OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj = v.obj AND g.gw_ns || '/' || g.gw_name = ",
+            "='mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj=v.obj AND vv.mesh=1)) \
+               OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj=v.obj AND g.gw_ns||'/'||g.gw_name=",
             own_gateway!(),
             "))"
         ),
