@@ -174,10 +174,12 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     // The loser's own rows come from one of four parts (the others find nothing for its kind):
     // a MeshService against MeshServices, VirtualServices and unmanaged Gateways on the same
     // selector; a VirtualService on the mesh, and on each gateway it names, against MeshServices;
-    // a Gateway against the MeshServices of every Gateway with its selector. The Gateway part's
-    // joins are CROSS JOINs and `+s.port` hides the port index: without statistics SQLite would
-    // otherwise start from every Gateway, or every server on the port, which grows with the mesh
-    // (`the_targeted_query_neither_sorts_nor_materialises` checks the plan).
+    // a Gateway against the MeshServices of every Gateway with its selector (told apart by object,
+    // where the full query groups by the `ns/name` text: the same unless a namespace or name holds
+    // a `/`, which Kubernetes forbids). The Gateway part's joins are CROSS JOINs and `+s.port`
+    // hides the port index: without statistics SQLite would otherwise start from every Gateway, or
+    // every server on the port, which grows with the mesh (`the_targeted_query_neither_sorts_nor_
+    // materialises` checks the plan).
     targeted_sql: Some(concat!(
         "SELECT m.obj, ",
         own_gateway!(),
