@@ -7,7 +7,8 @@
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it does a tiny smoke run only.
 //! `MESH_BENCH_BROKEN=100` makes every VirtualService route to a missing Service (a report with
-//! one finding per VirtualService) instead of 1%.
+//! one finding per VirtualService) instead of 1%. `MESH_BENCH_MESHSERVICES=M` adds M MeshServices
+//! (none by default, so that the default mesh and its figures stay as they were).
 //!
 //! The mesh for N VirtualServices: N/10 Gateways (each serving `*.gwK.example.com`), N Services,
 //! N/10 DestinationRules (subset v1) and N/10 ServiceEntries, over 100 namespaces. Half the
@@ -17,6 +18,12 @@
 //! check of one watch event (upsert of a changed VirtualService + `findings_for` it), median and
 //! p99; the time `finding_counts` takes; memory per object from the Rust heap (counting allocator) plus SQLite's own
 //! (`sqlite3_memory_used`).
+//!
+//! MeshServices (`MESH_BENCH_MESHSERVICES=M`): MeshService `msJ` over the same 100 namespaces, the
+//! even ones on the bench's Gateway `istio-system/gwK` (K = J mod the Gateway count) claiming
+//! `msJ.gwK.example.com`, the odd ones mesh-only claiming `msJ.mesh.example.com`, port 80. Every tenth
+//! also claims the host of VirtualService `vsJ` on its Gateway (when J < N): an MSH0201 conflict, lost by
+//! the VirtualService when J is a multiple of 20 (the MeshService is older), else by the MeshService.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -61,6 +68,46 @@ fn broken_percent() -> usize {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(1)
+}
+
+/// MeshServices added to the mesh (`MESH_BENCH_MESHSERVICES`, default 0: the operator always has
+/// some, and with one present `meshservice-host-claim-lost` runs on every VirtualService event).
+fn meshservice_count() -> usize {
+    std::env::var("MESH_BENCH_MESHSERVICES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+/// MeshService `j` of a mesh of `n` VirtualServices (see the module documentation).
+fn meshservice(j: usize, n: usize, n_gw: usize) -> Value {
+    let ns = format!("ns{}", j % 100);
+    let on_gateway = j.is_multiple_of(2);
+    let g = j % n_gw;
+    let mut hosts = if on_gateway {
+        vec![format!("ms{j}.gw{g}.example.com")]
+    } else {
+        vec![format!("ms{j}.mesh.example.com")]
+    };
+    // VirtualService j is bound to gateway j mod n_gw when j is even (see `vs`): same gateway, same host
+    let conflicting = j.is_multiple_of(10) && j < n;
+    if conflicting {
+        hosts.push(format!("vs{j}.gw{g}.example.com"));
+    }
+    // VirtualServices are created 2024-01-01: older MeshServices win, younger ones lose
+    let created = if conflicting && j.is_multiple_of(20) {
+        "2023-01-01T00:00:00Z"
+    } else {
+        "2025-01-01T00:00:00Z"
+    };
+    let mut spec = json!({"serviceName": format!("ms{j}"), "hosts": hosts,
+        "ports": [{"port": 80, "targetPort": 8080, "protocol": "HTTP"}]});
+    if on_gateway {
+        spec["gateway"] = json!({"name": format!("gw{g}"), "namespace": "istio-system"});
+    }
+    json!({"apiVersion": "mesh.istio.operator/v1alpha1", "kind": "MeshService",
+        "metadata": {"name": format!("ms{j}"), "namespace": ns, "creationTimestamp": created},
+        "spec": spec})
 }
 
 fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
@@ -115,11 +162,38 @@ fn mesh(n: usize) -> Vec<Value> {
         }
         out.push(vs(i, n_gw, 0));
     }
+    for j in 0..meshservice_count() {
+        out.push(meshservice(j, n, n_gw));
+    }
     out
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Per analysis, the median and p99 of `findings_for_profiled` over `keys`.
+fn targeted_medians(engine: &Engine, keys: &[ObjectKey]) -> String {
+    let mut by_analysis: Vec<(&str, Vec<Duration>)> = Vec::new();
+    for key in keys {
+        let (_, timings) = engine.findings_for_profiled(key).expect("profile");
+        for (analysis, took) in timings {
+            match by_analysis.iter_mut().find(|(a, _)| *a == analysis) {
+                Some((_, all)) => all.push(took),
+                None => by_analysis.push((analysis, vec![took])),
+            }
+        }
+    }
+    let medians: Vec<String> = by_analysis
+        .iter_mut()
+        .map(|(analysis, all)| {
+            all.sort();
+            let median = percentile(all, 0.5).as_secs_f64() * 1e6;
+            let p99 = percentile(all, 0.99).as_secs_f64() * 1e6;
+            format!("{analysis} {median:.1}/{p99:.1}")
+        })
+        .collect();
+    medians.join(", ")
 }
 
 fn run(n: usize, events: usize) {
@@ -173,32 +247,25 @@ fn run(n: usize, events: usize) {
         std::hint::black_box(findings);
     }
     if std::env::var_os("MESH_BENCH_PROFILE").is_some() {
-        // one call is too noisy to read: the median per analysis over the first 400
-        // VirtualServices (one by one, as events come: a different object each time)
-        let mut by_analysis: Vec<(&str, Vec<Duration>)> = Vec::new();
-        for i in 0..400.min(n) {
-            let key = ObjectKey::virtual_service(&format!("ns{}", i % 100), &format!("vs{i}"));
-            let (_, timings) = engine.findings_for_profiled(&key).expect("profile");
-            for (analysis, took) in timings {
-                match by_analysis.iter_mut().find(|(a, _)| *a == analysis) {
-                    Some((_, all)) => all.push(took),
-                    None => by_analysis.push((analysis, vec![took])),
-                }
+        // one call is too noisy to read: the median per analysis over the first 400 objects of a
+        // kind (one by one, as events come: a different object each time)
+        let virtual_services: Vec<ObjectKey> = (0..400.min(n))
+            .map(|i| ObjectKey::virtual_service(&format!("ns{}", i % 100), &format!("vs{i}")))
+            .collect();
+        let mesh_services: Vec<ObjectKey> = (0..400.min(meshservice_count()))
+            .map(|j| ObjectKey::mesh_service(&format!("ns{}", j % 100), &format!("ms{j}")))
+            .collect();
+        for (kind, keys) in [
+            ("VirtualService", virtual_services),
+            ("MeshService", mesh_services),
+        ] {
+            if !keys.is_empty() {
+                println!(
+                    "  targeted analyses of a {kind} (median/p99 us): {}",
+                    targeted_medians(&engine, &keys)
+                );
             }
         }
-        let medians: Vec<String> = by_analysis
-            .iter_mut()
-            .map(|(analysis, all)| {
-                all.sort();
-                let median = percentile(all, 0.5).as_secs_f64() * 1e6;
-                let p99 = percentile(all, 0.99).as_secs_f64() * 1e6;
-                format!("{analysis} {median:.1}/{p99:.1}")
-            })
-            .collect();
-        println!(
-            "  targeted analyses of a VirtualService (median/p99 us): {}",
-            medians.join(", ")
-        );
     }
     times.sort();
     upserts.sort();

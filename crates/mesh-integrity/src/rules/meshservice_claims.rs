@@ -12,6 +12,102 @@
 
 use super::*;
 
+// Fragments of the targeted query (macros, so that `concat!` builds one literal from them).
+
+/// One correlated `min()` subquery: the smallest ordering key (the full query's `wkey`, then
+/// char(2) and the id, so that `build` recovers the winner without another lookup) among the
+/// competitors `ow`, reached from rows `$t` of `$table`, that satisfy the condition and are older
+/// than the loser `lo` (the full query's comparison, as written). The separators are written as
+/// bytes 1 and 2 in the literal rather than `char(1)`: SQLite evaluates constant function calls
+/// each time the statement starts, and this query has dozens. The text is terse because rusqlite
+/// hashes and copies it on every use of the cached statement.
+macro_rules! winner {
+    ($table:expr, $t:expr, $($cond:expr),+) => {
+        concat!(
+            "(SELECT min(coalesce(ow.created,'~')||'\u{1}'||ow.ns||'\u{1}'||ow.name||'\u{1}'||ow.kind||'\u{2}'||ow.id) FROM ",
+            $table, " ", $t, " JOIN object ow ON ow.id=", $t, ".obj WHERE ", $($cond,)+
+            " AND (coalesce(ow.created,'~'),ow.ns,ow.name,ow.kind)<(coalesce(lo.created,'~'),lo.ns,lo.name,lo.kind))"
+        )
+    };
+}
+
+/// Three `winner` subqueries, one per way a host row `$t` of `$table` overlaps host `$fqdn`
+/// (wildcard flag `$wild`) of the outer row, each through its own index: equal FQDNs (`*_fqdn`),
+/// a wildcard row (`*_wild`), and, only when the outer host is a wildcard, a scan of the plain
+/// ones. Separate subqueries: a compound one could need a temporary table.
+macro_rules! overlapping {
+    ($table:expr, $t:expr, $fqdn:expr, $wild:expr, $($cond:expr),+) => {
+        concat!(
+            winner!($table, $t, $t, ".fqdn=", $fqdn, $($cond),+),
+            ", ",
+            winner!($table, $t, $t, ".wild = 1 AND ", $t, ".fqdn <> ", $fqdn,
+                " AND host_matches(", $fqdn, ", ", $t, ".fqdn)", $($cond),+),
+            ", ",
+            winner!($table, $t, $wild, " = 1 AND ", $t, ".wild = 0 AND ", $t, ".fqdn <> ", $fqdn,
+                " AND host_matches(", $fqdn, ", ", $t, ".fqdn)", $($cond),+)
+        )
+    };
+}
+
+/// `ow` (host row `a`) is a MeshService claiming on gateway `$gw`, on a port when `$port` says
+/// which (the full query's `mc` rows: a MeshService claims only with at least one port).
+macro_rules! ms_claims {
+    ($gw:expr, $port:expr) => {
+        concat!(
+            " AND ow.kind='MeshService' AND ow.grp='mesh.istio.operator' AND EXISTS (SELECT 1 FROM ms mb \
+               WHERE mb.obj=a.obj AND coalesce(mb.gw_ns||'/'||mb.gw_name,'mesh')=", $gw, ") \
+             AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj=a.obj", $port, ")"
+        )
+    };
+}
+
+/// The VirtualService `$o` is not owned by a MeshService present (which would claim for it): no
+/// MeshService `ns/name` is its owner. The namespace of such a MeshService is a prefix of the owner
+/// ending before a `/`, so it lies between the owner's first segment and the owner: a range of the
+/// object key index (a few keys) rather than every MeshService.
+macro_rules! not_owned_by_a_meshservice {
+    ($o:expr) => {
+        concat!(
+            "(",
+            $o,
+            ".owner IS NULL OR NOT EXISTS (SELECT 1 FROM object mo WHERE instr(",
+            $o,
+            ".owner,'/')>0 \
+               AND mo.kind='MeshService' AND mo.ns BETWEEN substr(",
+            $o,
+            ".owner,1,instr(",
+            $o,
+            ".owner,'/')-1) AND ",
+            $o,
+            ".owner \
+               AND mo.ns||'/'||mo.name=",
+            $o,
+            ".owner AND mo.grp='mesh.istio.operator'))"
+        )
+    };
+}
+
+/// The gateway a losing MeshService `m` claims on.
+macro_rules! own_gateway {
+    () => {
+        "coalesce(m.gw_ns||'/'||m.gw_name,'mesh')"
+    };
+}
+
+/// The losing VirtualService `lo` (host row `v`) on gateway `$gw`: the MeshService claims
+/// overlapping the host. A host or gateway written twice is one row, the first.
+macro_rules! vs_lost {
+    ($gw:expr, $from:expr, $first:expr) => {
+        concat!(
+            "SELECT v.obj, ", $gw, ", v.host, v.idx, NULL, NULL, ",
+            overlapping!("ms_host", "a", "v.fqdn", "v.wild", ms_claims!($gw, "")),
+            ", NULL, NULL, NULL, NULL FROM vs_host v JOIN object lo ON lo.id = v.obj ", $from,
+            " WHERE v.obj = ?1 AND ", not_owned_by_a_meshservice!("lo"), $first,
+            " AND NOT EXISTS (SELECT 1 FROM vs_host v2 WHERE v2.obj = v.obj AND v2.idx < v.idx AND v2.host = v.host)"
+        )
+    };
+}
+
 pub(crate) static RULE: RuleInfo = rule(
     "MSH0201",
     "meshservice-host-claim-lost",
@@ -68,7 +164,90 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           FROM pairs p CROSS JOIN object ol ON ol.id = p.loser CROSS JOIN object ow ON ow.id = p.other \
           WHERE {t} AND (coalesce(ow.created, '~'), ow.ns, ow.name, ow.kind) < (coalesce(ol.created, '~'), ol.ns, ol.name, ol.kind) \
           GROUP BY p.loser, p.gw, p.host, p.port ORDER BY p.loser, p.gw, p.host, p.port",
-    targeted_sql: None,
+    // For one object: its own claims (a MeshService), or the claims on its hosts (a VirtualService
+    // or Gateway), one row per (gateway, host, port) it can lose, as the full query groups them.
+    // The winner of each is the smallest key among a few correlated `min()` subqueries, each an
+    // index probe from the row's host; `build` takes the smallest and drops rows with none. No
+    // materialised CTE, GROUP BY, ORDER BY or IN (subquery): each costs a temporary b-tree. A host
+    // or port written twice gives one row (the first), as one group of the full query.
+    //
+    // The loser's own rows come from one of four parts (the others find nothing for its kind):
+    // a MeshService against MeshServices, VirtualServices and unmanaged Gateways on the same
+    // selector; a VirtualService on the mesh, and on each gateway it names, against MeshServices;
+    // a Gateway against the MeshServices of every Gateway with its selector (told apart by object,
+    // where the full query groups by the `ns/name` text: the same unless a namespace or name holds
+    // a `/`, which Kubernetes forbids). The Gateway part's joins are CROSS JOINs and `+s.port`
+    // hides the port index: without statistics SQLite would otherwise start from every Gateway, or
+    // every server on the port, which grows with the mesh (`the_targeted_query_neither_sorts_nor_
+    // materialises` checks the plan).
+    targeted_sql: Some(concat!(
+        "SELECT m.obj, ",
+        own_gateway!(),
+        ", h.host, h.idx, p.port, NULL, ",
+        overlapping!(
+            "ms_host",
+            "a",
+            "h.fqdn",
+            "h.wild",
+            " AND a.obj<>m.obj",
+            ms_claims!(own_gateway!(), " AND bp.port=p.port")
+        ),
+        ", ",
+        overlapping!(
+            "vs_host",
+            "v",
+            "h.fqdn",
+            "h.wild",
+            " AND ",
+            not_owned_by_a_meshservice!("ow"),
+            " AND ((",
+            own_gateway!(),
+            "='mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj=v.obj AND vv.mesh=1)) \
+               OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj=v.obj AND g.gw_ns||'/'||g.gw_name=",
+            own_gateway!(),
+            "))"
+        ),
+        ", ",
+        winner!(
+            "gateway",
+            "gb",
+            "gb.sel = (SELECT g.sel FROM object go JOIN gateway g ON g.obj = go.id \
+               WHERE go.kind = 'Gateway' AND go.grp = 'networking.istio.io' AND go.ns = m.gw_ns AND go.name = m.gw_name) \
+             AND ow.managed = 0 AND (ow.ns || '/' || ow.name) <> ",
+            own_gateway!(),
+            " AND EXISTS (SELECT 1 FROM gw_server s WHERE s.obj = gb.obj AND +s.port = p.port AND s.host <> '' \
+               AND (s.host = h.host OR ((h.wild OR s.wild) AND host_matches(h.host, s.host))))"
+        ),
+        " FROM ms m JOIN object lo ON lo.id = m.obj JOIN ms_host h ON h.obj = m.obj JOIN ms_port p ON p.obj = m.obj \
+         WHERE m.obj = ?1 AND lo.kind = 'MeshService' AND lo.grp = 'mesh.istio.operator' \
+           AND NOT EXISTS (SELECT 1 FROM ms_host h2 WHERE h2.obj = h.obj AND h2.idx < h.idx AND h2.host = h.host) \
+           AND NOT EXISTS (SELECT 1 FROM ms_port p2 WHERE p2.obj = p.obj AND p2.rowid < p.rowid AND p2.port = p.port) \
+         UNION ALL ",
+        vs_lost!("'mesh'", "JOIN vs vm ON vm.obj = v.obj", " AND vm.mesh = 1"),
+        " UNION ALL ",
+        vs_lost!(
+            "g.gw_ns || '/' || g.gw_name",
+            "JOIN vs_gateway g ON g.obj = v.obj",
+            " AND NOT EXISTS (SELECT 1 FROM vs_gateway g2 WHERE g2.obj = g.obj AND g2.idx < g.idx \
+               AND g2.gw_ns || '/' || g2.gw_name = g.gw_ns || '/' || g.gw_name)"
+        ),
+        " UNION ALL SELECT gb.obj, og.ns || '/' || og.name, s.host, NULL, s.port, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ",
+        winner!(
+            "ms",
+            "m",
+            "m.gw_ns = og.ns AND m.gw_name = og.name \
+             AND ow.kind = 'MeshService' AND ow.grp = 'mesh.istio.operator' \
+             AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj = m.obj AND bp.port = s.port) \
+             AND EXISTS (SELECT 1 FROM ms_host a WHERE a.obj = m.obj \
+               AND (s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))))"
+        ),
+        " FROM gateway gb CROSS JOIN object lo ON lo.id = gb.obj CROSS JOIN gateway gg ON gg.sel = gb.sel \
+           CROSS JOIN object og ON og.id = gg.obj CROSS JOIN gw_server s ON s.obj = gb.obj \
+         WHERE gb.obj = ?1 AND lo.managed = 0 AND og.kind = 'Gateway' AND og.grp = 'networking.istio.io' \
+           AND (lo.ns || '/' || lo.name) <> (og.ns || '/' || og.name) AND s.port IS NOT NULL AND s.host <> '' \
+           AND NOT EXISTS (SELECT 1 FROM gw_server s2 WHERE s2.obj = s.obj AND s2.host = s.host AND +s2.port = s.port \
+             AND (s2.sidx, s2.hidx) < (s.sidx, s.hidx))"
+    )),
     targets: &[("{t}", "p.loser = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -77,9 +256,21 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
 };
 
 fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
+    // The full query names the winner in column 5; the targeted one gives, from column 6 on, the
+    // smallest key of each kind of competitor (NULL: none older), each ending in char(2) and the id.
+    let winner_id = match row.oi(5) {
+        Some(id) => id,
+        None => {
+            let smallest = (6..row.0.len()).filter_map(|n| row.os(n)).min();
+            match smallest.and_then(|k| k.rsplit_once('\u{2}').and_then(|(_, id)| id.parse().ok()))
+            {
+                Some(id) => id,
+                None => return Ok(None),
+            }
+        }
+    };
     let loser_id = row.i(0);
     let loser = ctx.obj(loser_id)?;
-    let winner_id = row.i(5);
     let winner = ctx.obj(winner_id)?;
     let gw = row.s(1);
     let host = row.s(2);
@@ -140,4 +331,37 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     hit.gateway = Some(gateway);
     hit.winner = Some(winner_id);
     Ok(Some(hit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The targeted query runs on every watch event: no step of its plan may build a temporary
+    /// b-tree or table (a few microseconds each), and every lookup goes through an index (a scan
+    /// grows with the mesh) but one: the plain VirtualService hosts a wildcard MeshService host is
+    /// matched against, which only a MeshService with a wildcard host takes.
+    #[test]
+    fn the_targeted_query_neither_sorts_nor_materialises() {
+        let engine = crate::Engine::open_in_memory().expect("engine");
+        let sql = format!("EXPLAIN QUERY PLAN {}", ANALYSIS.sql_for(Some(())));
+        let mut stmt = engine.connection().prepare(&sql).expect("plan");
+        let plan: Vec<String> = stmt
+            .query_map([1], |r| r.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("plan");
+        let text = plan.join("\n");
+        for costly in ["TEMP B-TREE", "MATERIALIZE", "AUTOMATIC"] {
+            assert!(!text.contains(costly), "{costly} in\n{text}");
+        }
+        let unindexed: Vec<&str> = plan
+            .iter()
+            .map(String::as_str)
+            .filter(|s| {
+                s.starts_with("SCAN") || (s.starts_with("SEARCH") && !s.contains(" USING "))
+            })
+            .collect();
+        assert_eq!(unindexed, ["SEARCH v"], "{text}");
+    }
 }
