@@ -420,6 +420,25 @@ fn service_entry_protocol_and_claim_conflicts() {
     let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
         + &se("b", "z", "api.example.com", 8443, "HTTPS", "[\"*\"]");
     assert!(rules_fired(&y).is_empty());
+    // a namespace scope also sees the `*`-scoped entries: both are members of the conflicting key
+    let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\".\"]")
+        + &se("b", "z", "api.example.com", 443, "TLS", "[\"*\"]");
+    assert_eq!(
+        hits(&y)
+            .into_iter()
+            .filter(|(rule, _)| rule == "se-protocol-conflict")
+            .map(|(_, on)| on)
+            .collect::<Vec<_>>(),
+        ["ServiceEntry/a/x", "ServiceEntry/b/z"]
+    );
+    // one ServiceEntry declaring a port twice with two protocols conflicts with itself
+    let twice = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: a}\nspec: {hosts: [api.example.com], ports: [{number: 443, name: a, protocol: HTTPS}, {number: 443, name: b, protocol: TLS}]}\n";
+    assert_eq!(rules_fired(twice), ["se-protocol-conflict"]);
+    // the same protocols under another host or port are no conflict
+    let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
+        + &se("a", "z", "api.example.com", 8443, "TLS", "[\"*\"]")
+        + &se("a", "w", "web.example.com", 443, "TLS", "[\"*\"]");
+    assert!(rules_fired(&y).is_empty());
 }
 
 // ---------- IST0145, MSH0101 ----------
