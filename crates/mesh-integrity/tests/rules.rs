@@ -326,6 +326,38 @@ fn dr_host_unknown_respects_visibility() {
     assert!(rules_fired(&y).is_empty());
     let y = dr.to_string() + &svc("other", "cart", &[80]);
     assert_eq!(rules_fired(&y), ["dr-host-unknown"]);
+    // exportTo of the provider, and of the DestinationRule (which scopes are consulted)
+    let cart = |export: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop, annotations: {{networking.istio.io/exportTo: \"{export}\"}}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        )
+    };
+    let wild = |export: &str| {
+        se(
+            "egress",
+            "ext",
+            "\"*.shop.svc.cluster.local\"",
+            80,
+            "HTTP",
+            export,
+        )
+    };
+    for (dr_ns, dr_export, provider, unknown) in [
+        ("shop", "[]", cart("."), false),
+        ("front", "[]", cart("."), true),
+        ("front", "[]", cart("front"), false),
+        ("shop", "[front]", cart("front"), false),
+        ("shop", "[front]", cart("shop"), true),
+        ("front", "[]", wild("[\"*\"]"), false),
+        ("front", "[]", wild("[\".\"]"), true),
+        ("egress", "[]", wild("[\".\"]"), false),
+    ] {
+        let y = format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d, namespace: {dr_ns}}}\nspec: {{host: cart.shop.svc.cluster.local, exportTo: {dr_export}}}\n"
+        ) + &provider;
+        let expected: &[&str] = if unknown { &["dr-host-unknown"] } else { &[] };
+        assert_eq!(rules_fired(&y), expected, "{dr_ns} {dr_export}\n{provider}");
+    }
 }
 
 // ---------- IST0109 ----------
