@@ -14,3 +14,7 @@ DROP INDEX gw_server_obj;
 CREATE INDEX gw_server_obj ON gw_server (obj, host, vis_ns);
 DROP INDEX vs_host_obj;
 CREATE INDEX vs_host_obj ON vs_host (obj, idx, host);
+-- the few objects carrying a suppress annotation (finding_counts reads them all up front): a
+-- partial index, so that it reads those rather than every object (17 ms at 100k); an object
+-- without the annotation only has the predicate evaluated on insert
+CREATE INDEX object_suppress ON object (suppress) WHERE suppress IS NOT NULL;
