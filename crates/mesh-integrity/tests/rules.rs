@@ -233,6 +233,58 @@ fn mirror_and_port_rules() {
     assert_eq!(rules_fired(y), ["vs-destination-host-not-found"]);
 }
 
+/// The port checks at each resolution step, as the full check and the targeted one compute them
+/// differently (the full one per step in SQL, the targeted one from the listed providers).
+#[test]
+fn destination_ports_are_checked_at_the_step_that_resolves() {
+    let vs_front = |dest: &str| vs("front", "r", "[r]", "[mesh]", dest);
+    let fqdn = "cart.shop.svc.cluster.local";
+    // step 2: a Service exported to the VirtualService's namespace by name
+    let named = |ports: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop, annotations: {{networking.istio.io/exportTo: \"front\"}}}}\nspec: {{ports: [{ports}]}}\n"
+        )
+    };
+    let y = vs_front(&format!("{{host: {fqdn}, port: {{number: 8080}}}}")) + &named("{port: 80}");
+    assert_eq!(rules_fired(&y), ["vs-destination-port-not-found"]);
+    let y = vs_front(&format!("{{host: {fqdn}, port: {{number: 80}}}}")) + &named("{port: 80}");
+    assert!(rules_fired(&y).is_empty());
+    let y = vs_front(&format!("{{host: {fqdn}}}")) + &named("{port: 80}, {port: 443, name: https}");
+    assert_eq!(rules_fired(&y), ["vs-destination-port-selector-required"]);
+    // a provider without ports: a port cannot be found, no port needs no selector
+    let y = vs_front(&format!("{{host: {fqdn}, port: {{number: 80}}}}")) + &named("");
+    assert_eq!(rules_fired(&y), ["vs-destination-port-not-found"]);
+    let y = vs_front(&format!("{{host: {fqdn}}}")) + &named("");
+    assert!(rules_fired(&y).is_empty());
+    // step 3: a wildcard ServiceEntry host
+    let wild = |ports: &str| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: egress}}\nspec: {{hosts: [\"*.example.org\"], ports: [{ports}]}}\n"
+        )
+    };
+    let https = "{number: 443, name: https, protocol: HTTPS}";
+    let y = vs_front("{host: api.example.org, port: {number: 8443}}") + &wild(https);
+    assert_eq!(rules_fired(&y), ["vs-destination-port-not-found"]);
+    let y = vs_front("{host: api.example.org, port: {number: 443}}") + &wild(https);
+    assert!(rules_fired(&y).is_empty());
+    let two = format!("{https}, {{number: 8443, name: alt, protocol: HTTPS}}");
+    let y = vs_front("{host: api.example.org}") + &wild(&two);
+    assert_eq!(rules_fired(&y), ["vs-destination-port-selector-required"]);
+    // the first step that finds a provider decides, even when a later one has the port
+    let exact = se("egress", "exact", "api.example.org", 80, "HTTP", "[\"*\"]");
+    let y = vs_front("{host: api.example.org, port: {number: 8443}}") + &exact + &wild(&two);
+    assert_eq!(rules_fired(&y), ["vs-destination-port-not-found"]);
+    // the ports of every provider of the step count: two providers, one port each
+    let y = vs_front("{host: api.example.com}")
+        + &se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
+        + &se("a", "z", "api.example.com", 8443, "HTTPS", "[\"*\"]");
+    assert_eq!(rules_fired(&y), ["vs-destination-port-selector-required"]);
+    let y = vs_front("{host: api.example.com, port: {number: 8443}}")
+        + &se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
+        + &se("a", "z", "api.example.com", 8443, "HTTPS", "[\"*\"]");
+    assert!(rules_fired(&y).is_empty());
+}
+
 // ---------- IST0101 subset / IST0174 ----------
 
 #[test]
@@ -274,6 +326,38 @@ fn dr_host_unknown_respects_visibility() {
     assert!(rules_fired(&y).is_empty());
     let y = dr.to_string() + &svc("other", "cart", &[80]);
     assert_eq!(rules_fired(&y), ["dr-host-unknown"]);
+    // exportTo of the provider, and of the DestinationRule (which scopes are consulted)
+    let cart = |export: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: shop, annotations: {{networking.istio.io/exportTo: \"{export}\"}}}}\nspec: {{ports: [{{port: 80}}]}}\n"
+        )
+    };
+    let wild = |export: &str| {
+        se(
+            "egress",
+            "ext",
+            "\"*.shop.svc.cluster.local\"",
+            80,
+            "HTTP",
+            export,
+        )
+    };
+    for (dr_ns, dr_export, provider, unknown) in [
+        ("shop", "[]", cart("."), false),
+        ("front", "[]", cart("."), true),
+        ("front", "[]", cart("front"), false),
+        ("shop", "[front]", cart("front"), false),
+        ("shop", "[front]", cart("shop"), true),
+        ("front", "[]", wild("[\"*\"]"), false),
+        ("front", "[]", wild("[\".\"]"), true),
+        ("egress", "[]", wild("[\".\"]"), false),
+    ] {
+        let y = format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d, namespace: {dr_ns}}}\nspec: {{host: cart.shop.svc.cluster.local, exportTo: {dr_export}}}\n"
+        ) + &provider;
+        let expected: &[&str] = if unknown { &["dr-host-unknown"] } else { &[] };
+        assert_eq!(rules_fired(&y), expected, "{dr_ns} {dr_export}\n{provider}");
+    }
 }
 
 // ---------- IST0109 ----------
@@ -367,6 +451,25 @@ fn service_entry_protocol_and_claim_conflicts() {
     assert!(rules_fired(&y).is_empty());
     let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
         + &se("b", "z", "api.example.com", 8443, "HTTPS", "[\"*\"]");
+    assert!(rules_fired(&y).is_empty());
+    // a namespace scope also sees the `*`-scoped entries: both are members of the conflicting key
+    let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\".\"]")
+        + &se("b", "z", "api.example.com", 443, "TLS", "[\"*\"]");
+    assert_eq!(
+        hits(&y)
+            .into_iter()
+            .filter(|(rule, _)| rule == "se-protocol-conflict")
+            .map(|(_, on)| on)
+            .collect::<Vec<_>>(),
+        ["ServiceEntry/a/x", "ServiceEntry/b/z"]
+    );
+    // one ServiceEntry declaring a port twice with two protocols conflicts with itself
+    let twice = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: a}\nspec: {hosts: [api.example.com], ports: [{number: 443, name: a, protocol: HTTPS}, {number: 443, name: b, protocol: TLS}]}\n";
+    assert_eq!(rules_fired(twice), ["se-protocol-conflict"]);
+    // the same protocols under another host or port are no conflict
+    let y = se("a", "x", "api.example.com", 443, "HTTPS", "[\"*\"]")
+        + &se("a", "z", "api.example.com", 8443, "TLS", "[\"*\"]")
+        + &se("a", "w", "web.example.com", 443, "TLS", "[\"*\"]");
     assert!(rules_fired(&y).is_empty());
 }
 

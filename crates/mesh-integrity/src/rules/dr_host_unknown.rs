@@ -16,12 +16,17 @@ pub(crate) static RULE: RuleInfo = rule(
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["DestinationRule"],
-    sql: "SELECT dr.obj, dr.host, dr.fqdn FROM dr JOIN object o ON o.id = dr.obj \
+    // The exportTo test is EXISTS rather than `IN (subquery)`: a correlated IN list is built
+    // into a temporary b-tree for every provider probed (16 -> 4 ms at 100k). The namespace is
+    // read only when the DestinationRule has no exportTo or a wildcard provider is in scope.
+    sql: "SELECT dr.obj, dr.host, dr.fqdn FROM dr \
           WHERE {t} \
-            AND NOT EXISTS (SELECT 1 FROM provider p WHERE p.fqdn = dr.fqdn AND (p.scope = '*' OR p.scope IN ( \
-                  SELECT e.scope FROM export_to e WHERE e.obj = dr.obj \
-                  UNION ALL SELECT o.ns WHERE NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = dr.obj)))) \
-            AND NOT EXISTS (SELECT 1 FROM provider p WHERE p.wild = 1 AND (p.scope = '*' OR p.scope = o.ns) \
+            AND NOT EXISTS (SELECT 1 FROM provider p WHERE p.fqdn = dr.fqdn AND (p.scope = '*' \
+                  OR EXISTS (SELECT 1 FROM export_to e WHERE e.obj = dr.obj AND e.scope = p.scope) \
+                  OR (p.scope = (SELECT o.ns FROM object o WHERE o.id = dr.obj) \
+                      AND NOT EXISTS (SELECT 1 FROM export_to e2 WHERE e2.obj = dr.obj)))) \
+            AND NOT EXISTS (SELECT 1 FROM provider p WHERE p.wild = 1 \
+                  AND (p.scope = '*' OR p.scope = (SELECT o.ns FROM object o WHERE o.id = dr.obj)) \
                   AND ends_with(CASE WHEN substr(dr.host, 1, 1) = '*' THEN substr(dr.host, 2) ELSE dr.host END, p.suffix)) \
           ORDER BY dr.obj",
     targeted_sql: None,

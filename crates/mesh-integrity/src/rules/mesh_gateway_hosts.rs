@@ -19,21 +19,25 @@ pub(crate) static RULE: RuleInfo = rule(
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["VirtualService"],
-    sql: "WITH a AS MATERIALIZED (SELECT rowid AS rid, obj, scope, fqdn, wild FROM mesh_host WHERE {t}), \
-          pairs AS MATERIALIZED ( \
-            SELECT a.obj, a.scope, a.fqdn, b.obj AS other FROM a CROSS JOIN mesh_host b \
-              ON b.fqdn = a.fqdn AND b.scope = a.scope AND b.rowid <> a.rid \
+    // One probe of the (fqdn, scope) index per host finds both the same-key pairs and the
+    // same-host pairs across a `*` and a namespace scope (the two conditions exclude each other,
+    // so no pair is counted twice); the hosts are read straight from the table rather than
+    // copied into a materialised CTE first (70 ms → about half at 100k).
+    sql: "WITH pairs AS MATERIALIZED ( \
+            SELECT a.obj, a.scope, a.fqdn, b.obj AS other FROM mesh_host a CROSS JOIN mesh_host b \
+              ON b.fqdn = a.fqdn AND ((b.scope = a.scope AND b.rowid <> a.rowid) \
+                 OR (((a.scope = '*') <> (b.scope = '*')) AND b.obj <> a.obj)) \
+            WHERE {t} \
             UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
-              ON b.fqdn = a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
-            UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM mesh_host a CROSS JOIN mesh_host b \
               ON b.wild = 1 AND b.fqdn <> a.fqdn AND b.obj <> a.obj AND ((a.scope = '*') <> (b.scope = '*')) \
                  AND host_matches(a.fqdn, b.fqdn) \
+            WHERE {t} \
             UNION ALL \
-            SELECT a.obj, a.scope, a.fqdn, b.obj FROM a CROSS JOIN mesh_host b \
+            SELECT a.obj, a.scope, a.fqdn, b.obj FROM mesh_host a CROSS JOIN mesh_host b \
               ON a.wild = 1 AND b.wild = 0 AND b.fqdn <> a.fqdn AND b.obj <> a.obj \
-                 AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn)), \
+                 AND ((a.scope = '*') <> (b.scope = '*')) AND host_matches(a.fqdn, b.fqdn) \
+            WHERE {t}), \
           first AS MATERIALIZED (SELECT obj, min(scope || char(1) || fqdn) AS k FROM pairs GROUP BY obj) \
           SELECT p.obj, p.scope, p.fqdn, group_concat(DISTINCT p.other) FROM pairs p \
             JOIN first f ON f.obj = p.obj AND f.k = p.scope || char(1) || p.fqdn \
@@ -59,7 +63,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             FROM mesh_host a WHERE a.obj = ?1) \
           WHERE others <> '' HAVING count(*) > 0",
     ),
-    targets: &[("{t}", "obj = ?1")],
+    targets: &[("{t}", "a.obj = ?1")],
     once_per_object: true,
     guard: None,
     rule_of_row: None,

@@ -13,22 +13,50 @@ pub(crate) static RULE: RuleInfo = rule(
      `api.example.com:443` declared HTTPS by one ServiceEntry and TLS by another.",
 );
 
+/// From `keys` (scope, host, port): each key's members, the keys whose members declare more than
+/// one protocol, and one row per (member, bad key).
+macro_rules! conflicts {
+    () => {
+        "members AS MATERIALIZED (SELECT k.scope, k.host, k.port, e.obj, upper(coalesce(pt.protocol, '')) AS proto \
+             FROM keys k CROSS JOIN provider e ON e.raw = k.host AND (e.scope = k.scope OR e.scope = '*') \
+             CROSS JOIN port pt ON pt.obj = e.obj AND pt.number = k.port \
+             JOIN object o ON o.id = e.obj AND o.kind = 'ServiceEntry'), \
+         bad AS MATERIALIZED (SELECT scope, host, port, group_concat(DISTINCT proto) AS protos, group_concat(DISTINCT obj) AS objs \
+             FROM members GROUP BY scope, host, port HAVING count(DISTINCT proto) > 1) \
+         SELECT m.obj, b.scope, b.host, b.port, b.protos, b.objs FROM bad b \
+           CROSS JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
+         WHERE {t2} GROUP BY m.obj, b.scope, b.host, b.port ORDER BY m.obj, b.scope, b.host, b.port"
+    };
+}
+
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["ServiceEntry"],
-    sql: "WITH keys AS MATERIALIZED (SELECT DISTINCT p.scope, p.raw AS host, pt.number AS port \
-              FROM provider p CROSS JOIN port pt ON pt.obj = p.obj JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry' \
-              WHERE {t}), \
-          members AS MATERIALIZED (SELECT k.scope, k.host, k.port, e.obj, upper(coalesce(pt.protocol, '')) AS proto \
-              FROM keys k CROSS JOIN provider e ON e.raw = k.host AND (e.scope = k.scope OR e.scope = '*') \
-              CROSS JOIN port pt ON pt.obj = e.obj AND pt.number = k.port \
-              JOIN object o ON o.id = e.obj AND o.kind = 'ServiceEntry'), \
-          bad AS MATERIALIZED (SELECT scope, host, port, group_concat(DISTINCT proto) AS protos, group_concat(DISTINCT obj) AS objs \
-              FROM members GROUP BY scope, host, port HAVING count(DISTINCT proto) > 1) \
-          SELECT m.obj, b.scope, b.host, b.port, b.protos, b.objs FROM bad b \
-            CROSS JOIN members m ON m.scope = b.scope AND m.host = b.host AND m.port = b.port \
-          WHERE {t2} GROUP BY m.obj, b.scope, b.host, b.port ORDER BY m.obj, b.scope, b.host, b.port",
-    targeted_sql: None,
+    // Only the (host, port) pairs declared with two protocols by any ServiceEntries, whatever
+    // their scopes, can have a conflicting key: one pass over the ServiceEntries' ports finds
+    // them (`min() <> max()`: no temporary b-tree per group as `count(DISTINCT)` would build), and
+    // the keys, members and groups are built for those only. A key's members all have its host
+    // and port, so every conflicting key is among them. Before, keys were built for every
+    // provider row (Services too) and each key's members probed (96 ms at 100k).
+    sql: concat!(
+        "WITH cand AS MATERIALIZED (SELECT p.raw AS host, pt.number AS port \
+             FROM object o CROSS JOIN provider p ON p.obj = o.id CROSS JOIN port pt ON pt.obj = p.obj \
+             WHERE o.kind = 'ServiceEntry' \
+             GROUP BY p.raw, pt.number \
+             HAVING min(upper(coalesce(pt.protocol, ''))) <> max(upper(coalesce(pt.protocol, '')))), \
+         keys AS MATERIALIZED (SELECT DISTINCT p.scope, p.raw AS host, pt.number AS port \
+             FROM cand c CROSS JOIN provider p ON p.raw = c.host \
+             CROSS JOIN port pt ON pt.obj = p.obj AND pt.number = c.port \
+             JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry'), ",
+        conflicts!()
+    ),
+    // For one ServiceEntry, the keys of its own hosts (found through the host index).
+    targeted_sql: Some(concat!(
+        "WITH keys AS MATERIALIZED (SELECT DISTINCT p.scope, p.raw AS host, pt.number AS port \
+             FROM provider p CROSS JOIN port pt ON pt.obj = p.obj JOIN object o ON o.id = p.obj AND o.kind = 'ServiceEntry' \
+             WHERE {t}), ",
+        conflicts!()
+    )),
     targets: &[
         ("{t}", "p.raw IN (SELECT raw FROM provider WHERE obj = ?1)"),
         ("{t2}", "m.obj = ?1"),
