@@ -2,7 +2,6 @@
 -- ServiceEntry also hold the columns those probes read, so the probe never reads the table row
 -- (a second b-tree descent, most of the cost of a probe at 100k rows). Measured at 100k
 -- VirtualServices: the full check ~95 ms less, the batch ingest's index build ~25 ms more.
--- (V6 is reserved.)
 
 -- a destination's providers by host: their object, then that object's port numbers
 DROP INDEX provider_key;
