@@ -35,6 +35,8 @@ pub struct Engine {
     last_ingest: Option<Duration>,
     full_sql: Vec<String>,
     targeted_sql: Vec<String>,
+    /// Per analysis, its [`Analysis::targeted_by_kind`] queries.
+    targeted_kind_sql: Vec<Vec<(&'static str, String)>>,
     /// [`Engine::present_kinds`], until a write may change it.
     present_kinds: RefCell<Option<Vec<String>>>,
     /// Whether the database is a file (`Engine::open`): its page cache is then SQLite's default
@@ -221,6 +223,10 @@ impl Engine {
         let analyses = rules::analyses();
         let full_sql = analyses.iter().map(|a| a.sql_for(None)).collect();
         let targeted_sql = analyses.iter().map(|a| a.sql_for(Some(()))).collect();
+        let targeted_kind_sql = analyses
+            .iter()
+            .map(|a| a.targeted_sql_by_kind().collect())
+            .collect();
         Ok(Engine {
             conn,
             options: IngestOptions::default(),
@@ -228,6 +234,7 @@ impl Engine {
             last_ingest: None,
             full_sql,
             targeted_sql,
+            targeted_kind_sql,
             present_kinds: RefCell::new(None),
             file_backed,
         })
@@ -621,7 +628,11 @@ impl Engine {
             if !self.guard_open(analysis)? {
                 continue;
             }
-            let rows = query_rows(&self.conn, &self.targeted_sql[i], [id])?;
+            let sql = self.targeted_kind_sql[i]
+                .iter()
+                .find(|(kind, _)| *kind == key.kind)
+                .map_or(&self.targeted_sql[i], |(_, sql)| sql);
+            let rows = query_rows(&self.conn, sql, [id])?;
             for hit in build_hits(&ctx, analysis, rows)? {
                 if hit.obj != id {
                     continue;

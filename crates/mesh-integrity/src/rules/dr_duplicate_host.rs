@@ -21,6 +21,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
               SELECT 1 FROM export_to ea JOIN export_to eb ON eb.scope = ea.scope WHERE ea.obj = a.obj AND eb.obj = b.obj)) \
           GROUP BY a.obj ORDER BY a.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: None,

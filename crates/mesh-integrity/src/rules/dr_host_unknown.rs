@@ -30,6 +30,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
                   AND ends_with(CASE WHEN substr(dr.host, 1, 1) = '*' THEN substr(dr.host, 2) ELSE dr.host END, p.suffix)) \
           ORDER BY dr.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "dr.obj = ?1")],
     once_per_object: false,
     guard: None,

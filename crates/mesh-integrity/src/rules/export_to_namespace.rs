@@ -27,6 +27,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             AND NOT EXISTS (SELECT 1 FROM object n WHERE n.kind = 'Namespace' AND n.grp = '' AND n.ns = '' AND n.name = e.raw) \
           GROUP BY e.obj, e.raw ORDER BY e.obj, e.raw",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "e.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -27,6 +27,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
                 AND (gb.sel_n = 0 OR p.id IN (SELECT x.pod FROM sel_pod x WHERE x.sel_obj = gb.obj))))) \
           GROUP BY sa.obj, sa.port, sa.raw ORDER BY sa.obj, sa.port, sa.raw",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "sa.obj = ?1")],
     once_per_object: true,
     guard: None,

@@ -26,6 +26,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             AND NOT EXISTS (SELECT 1 FROM object x WHERE x.kind = 'Secret' AND x.grp = '' AND x.ns = gp.pns AND x.name = s.credential) \
           ORDER BY s.obj, s.sidx",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -30,6 +30,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             AND s.port NOT IN (SELECT n FROM ports WHERE ports.gw = s.obj) \
           ORDER BY s.obj, s.sidx",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -21,6 +21,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
                 ELSE NOT EXISTS (SELECT 1 FROM sel_pod x WHERE x.sel_obj = g.obj) END \
           ORDER BY g.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -25,6 +25,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, p.sel FROM pairs p \
           GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "ga.obj = ?1")],
     once_per_object: false,
     guard: None,

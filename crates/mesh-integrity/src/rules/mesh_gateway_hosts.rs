@@ -63,6 +63,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             FROM mesh_host a WHERE a.obj = ?1) \
           WHERE others <> '' HAVING count(*) > 0",
     ),
+    targeted_by_kind: &[],
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: true,
     guard: None,

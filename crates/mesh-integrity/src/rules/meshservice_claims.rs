@@ -108,6 +108,97 @@ macro_rules! vs_lost {
     };
 }
 
+/// The targeted query for a MeshService: its own claims against MeshServices, VirtualServices and
+/// unmanaged Gateways on the same selector.
+macro_rules! meshservice_loses {
+    () => {
+        concat!(
+            "SELECT m.obj, ",
+            own_gateway!(),
+            ", h.host, h.idx, p.port, NULL, ",
+            overlapping!(
+                "ms_host",
+                "a",
+                "h.fqdn",
+                "h.wild",
+                " AND a.obj<>m.obj",
+                ms_claims!(own_gateway!(), " AND bp.port=p.port")
+            ),
+            ", ",
+            overlapping!(
+                "vs_host",
+                "v",
+                "h.fqdn",
+                "h.wild",
+                " AND ",
+                not_owned_by_a_meshservice!("ow"),
+                " AND ((",
+                own_gateway!(),
+                "='mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj=v.obj AND vv.mesh=1)) \
+                   OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj=v.obj AND g.gw_ns||'/'||g.gw_name=",
+                own_gateway!(),
+                "))"
+            ),
+            ", ",
+            winner!(
+                "gateway",
+                "gb",
+                "gb.sel = (SELECT g.sel FROM object go JOIN gateway g ON g.obj = go.id \
+                   WHERE go.kind = 'Gateway' AND go.grp = 'networking.istio.io' AND go.ns = m.gw_ns AND go.name = m.gw_name) \
+                 AND ow.managed = 0 AND (ow.ns || '/' || ow.name) <> ",
+                own_gateway!(),
+                " AND EXISTS (SELECT 1 FROM gw_server s WHERE s.obj = gb.obj AND +s.port = p.port AND s.host <> '' \
+                   AND (s.host = h.host OR ((h.wild OR s.wild) AND host_matches(h.host, s.host))))"
+            ),
+            " FROM ms m JOIN object lo ON lo.id = m.obj JOIN ms_host h ON h.obj = m.obj JOIN ms_port p ON p.obj = m.obj \
+             WHERE m.obj = ?1 AND lo.kind = 'MeshService' AND lo.grp = 'mesh.istio.operator' \
+               AND NOT EXISTS (SELECT 1 FROM ms_host h2 WHERE h2.obj = h.obj AND h2.idx < h.idx AND h2.host = h.host) \
+               AND NOT EXISTS (SELECT 1 FROM ms_port p2 WHERE p2.obj = p.obj AND p2.rowid < p.rowid AND p2.port = p.port)",
+        )
+    };
+}
+
+/// The targeted query for a VirtualService: on the mesh, and on each gateway it names, against
+/// MeshServices.
+macro_rules! virtualservice_loses {
+    () => {
+        concat!(
+            vs_lost!("'mesh'", "JOIN vs vm ON vm.obj = v.obj", " AND vm.mesh = 1"),
+            " UNION ALL ",
+            vs_lost!(
+                "g.gw_ns || '/' || g.gw_name",
+                "JOIN vs_gateway g ON g.obj = v.obj",
+                " AND NOT EXISTS (SELECT 1 FROM vs_gateway g2 WHERE g2.obj = g.obj AND g2.idx < g.idx \
+                   AND g2.gw_ns || '/' || g2.gw_name = g.gw_ns || '/' || g.gw_name)"
+            ),
+        )
+    };
+}
+
+/// The targeted query for a Gateway: against the MeshServices of every Gateway with its selector.
+macro_rules! gateway_loses {
+    () => {
+        concat!(
+            "SELECT gb.obj, og.ns || '/' || og.name, s.host, NULL, s.port, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ",
+            winner!(
+                "ms",
+                "m",
+                "m.gw_ns = og.ns AND m.gw_name = og.name \
+                 AND ow.kind = 'MeshService' AND ow.grp = 'mesh.istio.operator' \
+                 AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj = m.obj AND bp.port = s.port) \
+                 AND EXISTS (SELECT 1 FROM ms_host a WHERE a.obj = m.obj \
+                   AND (s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))))"
+            ),
+            " FROM gateway gb CROSS JOIN object lo ON lo.id = gb.obj CROSS JOIN gateway gg ON gg.sel = gb.sel \
+               CROSS JOIN object og ON og.id = gg.obj CROSS JOIN gw_server s ON s.obj = gb.obj \
+             WHERE gb.obj = ?1 AND lo.managed = 0 AND og.kind = 'Gateway' AND og.grp = 'networking.istio.io' \
+               AND (lo.ns || '/' || lo.name) <> (og.ns || '/' || og.name) AND s.port IS NOT NULL AND s.host <> '' \
+               AND NOT EXISTS (SELECT 1 FROM gw_server s2 WHERE s2.obj = s.obj AND s2.host = s.host AND +s2.port = s.port \
+                 AND (s2.sidx, s2.hidx) < (s.sidx, s.hidx))"
+        )
+    };
+}
+
 pub(crate) static RULE: RuleInfo = rule(
     "MSH0201",
     "meshservice-host-claim-lost",
@@ -171,8 +262,9 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     // materialised CTE, GROUP BY, ORDER BY or IN (subquery): each costs a temporary b-tree. A host
     // or port written twice gives one row (the first), as one group of the full query.
     //
-    // The loser's own rows come from one of four parts (the others find nothing for its kind):
-    // a MeshService against MeshServices, VirtualServices and unmanaged Gateways on the same
+    // The loser's rows come from its kind's query (one statement per kind, rather than one
+    // UNION ALL of all parts: a statement's set-up and tear-down grow with every cursor it could
+    // open, and the other kinds' parts found nothing anyway): a MeshService against MeshServices, VirtualServices and unmanaged Gateways on the same
     // selector; a VirtualService on the mesh, and on each gateway it names, against MeshServices;
     // a Gateway against the MeshServices of every Gateway with its selector (told apart by object,
     // where the full query groups by the `ns/name` text: the same unless a namespace or name holds
@@ -180,74 +272,12 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     // hides the port index: without statistics SQLite would otherwise start from every Gateway, or
     // every server on the port, which grows with the mesh (`the_targeted_query_neither_sorts_nor_
     // materialises` checks the plan).
-    targeted_sql: Some(concat!(
-        "SELECT m.obj, ",
-        own_gateway!(),
-        ", h.host, h.idx, p.port, NULL, ",
-        overlapping!(
-            "ms_host",
-            "a",
-            "h.fqdn",
-            "h.wild",
-            " AND a.obj<>m.obj",
-            ms_claims!(own_gateway!(), " AND bp.port=p.port")
-        ),
-        ", ",
-        overlapping!(
-            "vs_host",
-            "v",
-            "h.fqdn",
-            "h.wild",
-            " AND ",
-            not_owned_by_a_meshservice!("ow"),
-            " AND ((",
-            own_gateway!(),
-            "='mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj=v.obj AND vv.mesh=1)) \
-               OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj=v.obj AND g.gw_ns||'/'||g.gw_name=",
-            own_gateway!(),
-            "))"
-        ),
-        ", ",
-        winner!(
-            "gateway",
-            "gb",
-            "gb.sel = (SELECT g.sel FROM object go JOIN gateway g ON g.obj = go.id \
-               WHERE go.kind = 'Gateway' AND go.grp = 'networking.istio.io' AND go.ns = m.gw_ns AND go.name = m.gw_name) \
-             AND ow.managed = 0 AND (ow.ns || '/' || ow.name) <> ",
-            own_gateway!(),
-            " AND EXISTS (SELECT 1 FROM gw_server s WHERE s.obj = gb.obj AND +s.port = p.port AND s.host <> '' \
-               AND (s.host = h.host OR ((h.wild OR s.wild) AND host_matches(h.host, s.host))))"
-        ),
-        " FROM ms m JOIN object lo ON lo.id = m.obj JOIN ms_host h ON h.obj = m.obj JOIN ms_port p ON p.obj = m.obj \
-         WHERE m.obj = ?1 AND lo.kind = 'MeshService' AND lo.grp = 'mesh.istio.operator' \
-           AND NOT EXISTS (SELECT 1 FROM ms_host h2 WHERE h2.obj = h.obj AND h2.idx < h.idx AND h2.host = h.host) \
-           AND NOT EXISTS (SELECT 1 FROM ms_port p2 WHERE p2.obj = p.obj AND p2.rowid < p.rowid AND p2.port = p.port) \
-         UNION ALL ",
-        vs_lost!("'mesh'", "JOIN vs vm ON vm.obj = v.obj", " AND vm.mesh = 1"),
-        " UNION ALL ",
-        vs_lost!(
-            "g.gw_ns || '/' || g.gw_name",
-            "JOIN vs_gateway g ON g.obj = v.obj",
-            " AND NOT EXISTS (SELECT 1 FROM vs_gateway g2 WHERE g2.obj = g.obj AND g2.idx < g.idx \
-               AND g2.gw_ns || '/' || g2.gw_name = g.gw_ns || '/' || g.gw_name)"
-        ),
-        " UNION ALL SELECT gb.obj, og.ns || '/' || og.name, s.host, NULL, s.port, NULL, NULL, NULL, NULL, NULL, NULL, NULL, ",
-        winner!(
-            "ms",
-            "m",
-            "m.gw_ns = og.ns AND m.gw_name = og.name \
-             AND ow.kind = 'MeshService' AND ow.grp = 'mesh.istio.operator' \
-             AND EXISTS (SELECT 1 FROM ms_port bp WHERE bp.obj = m.obj AND bp.port = s.port) \
-             AND EXISTS (SELECT 1 FROM ms_host a WHERE a.obj = m.obj \
-               AND (s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))))"
-        ),
-        " FROM gateway gb CROSS JOIN object lo ON lo.id = gb.obj CROSS JOIN gateway gg ON gg.sel = gb.sel \
-           CROSS JOIN object og ON og.id = gg.obj CROSS JOIN gw_server s ON s.obj = gb.obj \
-         WHERE gb.obj = ?1 AND lo.managed = 0 AND og.kind = 'Gateway' AND og.grp = 'networking.istio.io' \
-           AND (lo.ns || '/' || lo.name) <> (og.ns || '/' || og.name) AND s.port IS NOT NULL AND s.host <> '' \
-           AND NOT EXISTS (SELECT 1 FROM gw_server s2 WHERE s2.obj = s.obj AND s2.host = s.host AND +s2.port = s.port \
-             AND (s2.sidx, s2.hidx) < (s.sidx, s.hidx))"
-    )),
+    targeted_sql: None,
+    targeted_by_kind: &[
+        ("MeshService", meshservice_loses!()),
+        ("VirtualService", virtualservice_loses!()),
+        ("Gateway", gateway_loses!()),
+    ],
     targets: &[("{t}", "p.loser = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -344,13 +374,23 @@ mod tests {
     #[test]
     fn the_targeted_query_neither_sorts_nor_materialises() {
         let engine = crate::Engine::open_in_memory().expect("engine");
-        let sql = format!("EXPLAIN QUERY PLAN {}", ANALYSIS.sql_for(Some(())));
-        let mut stmt = engine.connection().prepare(&sql).expect("plan");
-        let plan: Vec<String> = stmt
-            .query_map([1], |r| r.get::<_, String>(3))
-            .expect("plan")
-            .collect::<Result<_, _>>()
-            .expect("plan");
+        let mut plan: Vec<String> = Vec::new();
+        for (kind, sql) in ANALYSIS.targeted_sql_by_kind() {
+            assert!(ANALYSIS.reports_on.contains(&kind));
+            let sql = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut stmt = engine.connection().prepare(&sql).expect("plan");
+            plan.extend(
+                stmt.query_map([1], |r| r.get::<_, String>(3))
+                    .expect("plan")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("plan"),
+            );
+        }
+        assert_eq!(
+            ANALYSIS.targeted_sql_by_kind().count(),
+            ANALYSIS.reports_on.len(),
+            "every kind it reports on has its query"
+        );
         let text = plan.join("\n");
         for costly in ["TEMP B-TREE", "MATERIALIZE", "AUTOMATIC"] {
             assert!(!text.contains(costly), "{costly} in\n{text}");

@@ -32,6 +32,7 @@ pub(crate) static NOT_FOUND: Analysis = Analysis {
               AND o.grp IN ('networking.istio.io', 'gateway.networking.k8s.io') AND o.ns = m.gw_ns AND o.name = m.gw_name) \
           ORDER BY m.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -52,6 +53,7 @@ pub(crate) static NOT_SERVED: Analysis = Analysis {
               AND s.host <> '' AND (s.vis_ns IS NULL OR s.vis_ns = mo.ns) AND host_matches(s.host, h.host)) \
           GROUP BY m.obj, h.idx ORDER BY m.obj, h.idx",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),

@@ -30,6 +30,7 @@ pub(crate) static SERVICE: Analysis = Analysis {
           JOIN object s ON s.kind = 'Service' AND s.grp = '' AND s.ns = mo.ns AND s.name = m.service_name \
           WHERE {t} AND (s.owner IS NULL OR s.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),
@@ -44,6 +45,7 @@ pub(crate) static VIRTUAL_SERVICE: Analysis = Analysis {
           JOIN object v ON v.kind = 'VirtualService' AND v.grp = 'networking.istio.io' AND v.ns = mo.ns AND v.name = mo.name \
           WHERE {t} AND (v.owner IS NULL OR v.owner <> mo.ns || '/' || mo.name) ORDER BY m.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "m.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM ms)"),

@@ -118,6 +118,10 @@ pub(crate) struct Analysis {
     /// A cheaper SQL for the targeted run, when the full one is built for bulk (same columns;
     /// `build` must then filter rows that are not findings).
     pub targeted_sql: Option<&'static str>,
+    /// Targeted SQL for the objects of one kind, taking precedence over `targeted_sql`: for an
+    /// analysis whose targeted query would otherwise be a UNION ALL of parts that each serve one
+    /// kind (a statement costs more to run the more cursors it has, even those that find nothing).
+    pub targeted_by_kind: &'static [(&'static str, &'static str)],
     pub targets: &'static [(&'static str, &'static str)],
     /// Keep only the first row per reported object.
     pub once_per_object: bool,
@@ -142,6 +146,17 @@ impl Analysis {
             );
         }
         sql
+    }
+
+    /// [`Analysis::targeted_by_kind`] with the targets' placeholders replaced.
+    pub fn targeted_sql_by_kind(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        self.targeted_by_kind.iter().map(|(kind, sql)| {
+            let mut sql = sql.to_string();
+            for (placeholder, predicate) in self.targets {
+                sql = sql.replace(placeholder, predicate);
+            }
+            (*kind, sql)
+        })
     }
 
     /// The rule a row of the full query becomes a finding of.

@@ -23,6 +23,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           JOIN port pta ON pta.obj = pa.obj JOIN port ptb ON ptb.obj = pb.obj AND ptb.number = pta.number \
           WHERE {t} GROUP BY pa.obj, pa.fqdn, pta.number ORDER BY pa.obj, pa.fqdn, pta.number",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "pa.obj = ?1")],
     once_per_object: true,
     guard: None,

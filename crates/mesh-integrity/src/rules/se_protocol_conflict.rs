@@ -57,6 +57,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
              WHERE {t}), ",
         conflicts!()
     )),
+    targeted_by_kind: &[],
     targets: &[
         ("{t}", "p.raw IN (SELECT raw FROM provider WHERE obj = ?1)"),
         ("{t2}", "m.obj = ?1"),

@@ -40,6 +40,7 @@ pub(crate) static NO_POD: Analysis = Analysis {
               WHERE x.sel_obj = sc.obj AND p.ns = o.ns) \
           ORDER BY sc.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "sc.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
@@ -56,6 +57,7 @@ pub(crate) static CONFLICT: Analysis = Analysis {
           JOIN object ob ON ob.id = b.obj AND ob.ns = oa.ns \
           WHERE {t} AND a.sel_n > 0 GROUP BY a.obj ORDER BY a.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),
@@ -71,6 +73,7 @@ pub(crate) static MULTIPLE: Analysis = Analysis {
           JOIN sidecar b ON b.obj = ob.id AND b.sel_n = 0 \
           WHERE {t} AND a.sel_n = 0 GROUP BY a.obj ORDER BY a.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "a.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM sidecar)"),

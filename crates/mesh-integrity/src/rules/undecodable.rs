@@ -18,6 +18,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     reports_on: ALL_KINDS,
     sql: "SELECT u.obj, u.message FROM undecodable u WHERE {t} ORDER BY u.obj",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "u.obj = ?1")],
     once_per_object: false,
     guard: Some("SELECT EXISTS (SELECT 1 FROM undecodable)"),

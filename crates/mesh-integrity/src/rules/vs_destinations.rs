@@ -134,6 +134,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             NULL \
           FROM dest d JOIN object o ON o.id = d.obj WHERE {t} ORDER BY d.obj, d.idx",
     ),
+    targeted_by_kind: &[],
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     guard: None,

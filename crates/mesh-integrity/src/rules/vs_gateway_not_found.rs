@@ -28,6 +28,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
               AND o.ns = g.gw_ns AND o.name = g.gw_name) \
           ORDER BY g.obj, g.idx",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

@@ -50,6 +50,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
          ORDER BY g.obj, g.idx"
     ),
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "g.obj = ?1")],
     once_per_object: false,
     guard: None,

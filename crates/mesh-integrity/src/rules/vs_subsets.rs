@@ -26,6 +26,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
             AND NOT EXISTS (SELECT 1 FROM dr JOIN dr_subset s ON s.obj = dr.obj WHERE dr.skey = d.skey AND s.name = d.subset) \
           ORDER BY d.obj, d.idx",
     targeted_sql: None,
+    targeted_by_kind: &[],
     targets: &[("{t}", "d.obj = ?1")],
     once_per_object: false,
     guard: None,
