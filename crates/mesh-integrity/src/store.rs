@@ -213,6 +213,7 @@ enum ObjectSql {
     Insert,
     Lookup,
     Update,
+    UpdateHashes,
     Delete,
 }
 
@@ -235,12 +236,13 @@ impl ObjectSql {
                 "UPDATE object SET api_version = ?5, created = ?6, owner = ?7, contributors = ?8, managed = ?9, \
                  suppress = ?10, file = ?11, line = ?12, proj_hash = ?13 WHERE id = ?14"
             }
+            ObjectSql::UpdateHashes => "UPDATE object SET proj_hash = ?2 WHERE id = ?1",
             ObjectSql::Delete => "DELETE FROM object WHERE id = ?1",
         }
     }
 }
 
-const SLOT_COUNT: usize = 2 * TABLE_COUNT + 4;
+const SLOT_COUNT: usize = 2 * TABLE_COUNT + 5;
 
 /// Runs the store's statements. A batch holds them prepared for its whole length: taking a
 /// statement from rusqlite's cache hashes and copies its SQL text on every use, a tenth of a bulk
@@ -569,7 +571,8 @@ pub(crate) fn delete_object(writer: &mut Writer, id: i64, key: &ObjectKey) -> Re
     Ok(())
 }
 
-/// The `proj_hash` of a projection: per table of its kind, a hash of the rows it writes there.
+/// The tables part of a projection's `proj_hash`: per table of its kind, a hash of the rows it
+/// writes there (`store_projection` appends a hash of the object row's own columns).
 fn projection_hashes(p: &Projection) -> Vec<u8> {
     object_tables(&p.key.group, &p.key.kind)
         .flat_map(|table| {
@@ -602,6 +605,14 @@ fn store_projection(
         Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
         None => (None, None),
     };
+    // the tables' hashes, then the object row's own
+    let mut hashes = hashes.to_vec();
+    let object_slot = hashes.len()..hashes.len() + 8;
+    let mut hasher = DefaultHasher::new();
+    (&p.api_version, &p.created, &p.owner, &p.contributors).hash(&mut hasher);
+    (p.managed, &p.suppress, file, line).hash(&mut hasher);
+    hashes.extend(hasher.finish().to_le_bytes());
+    let hashes = &hashes[..];
     if load.insert_blindly(k, writer.connection())? {
         return insert_object(writer, p, hashes, file, line);
     }
@@ -616,17 +627,28 @@ fn store_projection(
             let stored = stored
                 .filter(|s| s.len() == hashes.len())
                 .unwrap_or_default();
+            let mut tables_changed = false;
             for (i, table) in object_tables(&k.group, &k.kind).enumerate() {
                 let slot = i * 8..i * 8 + 8;
                 // rewrite only the tables whose rows changed
                 if stored.get(slot.clone()) != hashes.get(slot) {
                     writer.clear(id, table)?;
                     insert_rows(writer, id, &p.rows, table)?;
+                    tables_changed = true;
                 }
             }
-            let mut values = object_values(p, &hashes, &file, &line).to_vec();
-            values.push(&id);
-            writer.object(ObjectSql::Update)?.execute(&values[..])?;
+            // The object row is rewritten only when its own columns changed: an update assigning
+            // the indexed `owner` and `suppress` columns maintains their indexes even when the
+            // values are the same.
+            if stored.get(object_slot.clone()) != hashes.get(object_slot) {
+                let mut values = object_values(p, &hashes, &file, &line).to_vec();
+                values.push(&id);
+                writer.object(ObjectSql::Update)?.execute(&values[..])?;
+            } else if tables_changed {
+                writer
+                    .object(ObjectSql::UpdateHashes)?
+                    .execute(params![id, hashes])?;
+            }
             Ok(id)
         }
         None => insert_object(writer, p, hashes, file, line),
