@@ -489,6 +489,37 @@ fn an_object_repeated_in_a_later_file_replaces_the_earlier_one() {
 }
 
 #[test]
+fn across_many_files_the_last_repeat_wins_whichever_parser_read_it() {
+    // the files are parsed by two threads, every other file each; the engine still sees them in
+    // order, so the last file's version is the one checked, for an odd and an even file count
+    for files in [5, 6] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for i in 1..=files {
+            write(
+                dir.path(),
+                &format!("{i:02}.yaml"),
+                &format!(
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: x}}\nspec:\n  hosts: [a]\n  gateways: [gw-{i}]\n"
+                ),
+            );
+        }
+        let out = run(&[dir.path().to_str().expect("utf-8 path")], None);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        let last = format!("\"x/gw-{files}\"");
+        assert!(out.stdout.contains(&last), "{}", out.stdout);
+        for earlier in 1..files {
+            let gateway = format!("gw-{earlier}\"");
+            assert!(!out.stdout.contains(&gateway), "{}", out.stdout);
+        }
+        assert!(
+            out.stdout.contains(&format!("{files:02}.yaml:1)")),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
 fn kind_list_items_are_checked_with_their_own_lines() {
     let list = r#"apiVersion: v1
 kind: List
