@@ -16,8 +16,8 @@
 //! port 80 (every tenth through subset v1), and 1% route to a Service that does not exist.
 //! Figures: batch ingest (projection + SQLite, one transaction), full check, and the incremental
 //! check of one watch event (upsert of a changed VirtualService + `findings_for` it), median and
-//! p99; the time `finding_counts` takes; memory per object from the Rust heap (counting allocator) plus SQLite's own
-//! (`sqlite3_memory_used`).
+//! p99; the time `finding_counts` takes; memory per object from the Rust heap (counting allocator) plus SQLite's
+//! (its allocations routed through a counting allocator too, `SQLITE_CONFIG_MALLOC`).
 //!
 //! MeshServices (`MESH_BENCH_MESHSERVICES=M`): MeshService `msJ` over the same 100 namespaces, the
 //! even ones on the bench's Gateway `istio-system/gwK` (K = J mod the Gateway count) claiming
@@ -26,6 +26,8 @@
 //! the VirtualService when J is a multiple of 20 (the MeshService is older), else by the MeshService.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ffi::{c_int, c_void};
+use std::ptr;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,9 +58,133 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// Bytes SQLite holds, counted by the allocator below: SQLite's own count (`sqlite3_memory_used`)
+/// is compiled out of this workspace's builds (`SQLITE_DEFAULT_MEMSTATUS=0` in
+/// `.cargo/config.toml`), since keeping it takes a global mutex on every allocation.
+static SQLITE_HEAP: AtomicIsize = AtomicIsize::new(0);
+
+/// Each SQLite allocation starts with its size, in a header that keeps the 8-byte alignment
+/// SQLite needs.
+const SQLITE_HEADER: usize = 16;
+
+fn sqlite_layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size.checked_add(SQLITE_HEADER)?, SQLITE_HEADER).ok()
+}
+
+unsafe extern "C" fn sqlite_malloc(n: c_int) -> *mut c_void {
+    let Some((size, layout)) = usize::try_from(n)
+        .ok()
+        .and_then(|size| Some((size, sqlite_layout(size)?)))
+    else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a non-zero layout; the header is written inside the allocation.
+    unsafe {
+        let base = System.alloc(layout);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        base.cast::<usize>().write(size);
+        SQLITE_HEAP.fetch_add(size as isize, Ordering::Relaxed);
+        base.add(SQLITE_HEADER).cast()
+    }
+}
+
+/// The allocation's start and its size as requested, for a pointer `sqlite_malloc` returned.
+unsafe fn sqlite_block(p: *mut c_void) -> (*mut u8, usize) {
+    // SAFETY: `p` is SQLITE_HEADER bytes into a block whose header holds its size.
+    unsafe {
+        let base = p.cast::<u8>().sub(SQLITE_HEADER);
+        (base, base.cast::<usize>().read())
+    }
+}
+
+unsafe extern "C" fn sqlite_free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: `p` came from `sqlite_malloc` or `sqlite_realloc`, with this layout.
+    unsafe {
+        let (base, size) = sqlite_block(p);
+        if let Some(layout) = sqlite_layout(size) {
+            SQLITE_HEAP.fetch_sub(size as isize, Ordering::Relaxed);
+            System.dealloc(base, layout);
+        }
+    }
+}
+
+unsafe extern "C" fn sqlite_realloc(p: *mut c_void, n: c_int) -> *mut c_void {
+    if p.is_null() {
+        // SAFETY: as `sqlite_malloc`.
+        return unsafe { sqlite_malloc(n) };
+    }
+    let Ok(new_size) = usize::try_from(n) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: `p` came from `sqlite_malloc` or `sqlite_realloc`; on failure it stays valid.
+    unsafe {
+        let (base, old_size) = sqlite_block(p);
+        let Some(old_layout) = sqlite_layout(old_size) else {
+            return ptr::null_mut();
+        };
+        let moved = System.realloc(base, old_layout, new_size + SQLITE_HEADER);
+        if moved.is_null() {
+            return ptr::null_mut();
+        }
+        moved.cast::<usize>().write(new_size);
+        SQLITE_HEAP.fetch_add(new_size as isize - old_size as isize, Ordering::Relaxed);
+        moved.add(SQLITE_HEADER).cast()
+    }
+}
+
+unsafe extern "C" fn sqlite_size(p: *mut c_void) -> c_int {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: as `sqlite_free`.
+    let (_, size) = unsafe { sqlite_block(p) };
+    c_int::try_from(size).unwrap_or(c_int::MAX)
+}
+
+unsafe extern "C" fn sqlite_roundup(n: c_int) -> c_int {
+    n.saturating_add(7) & !7
+}
+
+unsafe extern "C" fn sqlite_init(_: *mut c_void) -> c_int {
+    rusqlite::ffi::SQLITE_OK
+}
+
+unsafe extern "C" fn sqlite_shutdown(_: *mut c_void) {}
+
+/// Routes SQLite's allocations through the counting functions above. Must run before any
+/// connection opens (SQLite refuses a new allocator once it is initialised).
+fn count_sqlite_memory() {
+    let methods = rusqlite::ffi::sqlite3_mem_methods {
+        xMalloc: Some(sqlite_malloc),
+        xFree: Some(sqlite_free),
+        xRealloc: Some(sqlite_realloc),
+        xSize: Some(sqlite_size),
+        xRoundup: Some(sqlite_roundup),
+        xInit: Some(sqlite_init),
+        xShutdown: Some(sqlite_shutdown),
+        pAppData: ptr::null_mut(),
+    };
+    // SAFETY: SQLite copies the methods; nothing has initialised SQLite yet in this process.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_MALLOC,
+            &methods as *const rusqlite::ffi::sqlite3_mem_methods,
+        )
+    };
+    assert_eq!(
+        rc,
+        rusqlite::ffi::SQLITE_OK,
+        "sqlite3_config(SQLITE_CONFIG_MALLOC)"
+    );
+}
+
 fn sqlite_memory() -> i64 {
-    // SAFETY: a plain statistics read with no arguments.
-    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+    SQLITE_HEAP.load(Ordering::Relaxed) as i64
 }
 
 /// Percentage of VirtualServices routing to a Service that does not exist (`MESH_BENCH_BROKEN`,
@@ -313,6 +439,7 @@ fn run(n: usize, events: usize) {
 }
 
 fn main() {
+    count_sqlite_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let benchmarking = args.iter().any(|a| a == "--bench");
     let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
