@@ -67,8 +67,11 @@ pub(crate) type MsRow = (String, Option<String>, Option<String>, bool, Option<St
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Rows {
     pub export_to: Vec<(String, String)>, // (resolved scope, raw)
-    pub vs: Option<(bool, bool)>,         // (mesh, export_all)
-    pub vs_host: Vec<(String, String)>,   // (host, fqdn)
+    // VirtualService and Service columns of `object` (V9)
+    pub vs_mesh: Option<bool>,
+    pub vs_export_all: Option<bool>,
+    pub svc_sel_n: Option<i64>,
+    pub vs_host: Vec<(String, String)>, // (host, fqdn)
     pub vs_gateway: Vec<(i64, String, String, String)>,
     pub mesh_host: Vec<(String, String)>, // (scope, fqdn)
     pub dest: Vec<Dest>,
@@ -78,7 +81,6 @@ pub(crate) struct Rows {
     pub label: Vec<(String, String)>,
     pub provider: Vec<(String, String, String)>, // (scope, raw, fqdn)
     pub port: Vec<PortRow>,
-    pub service: Option<i64>,
     pub dr: Option<(String, String, String, bool, i64)>, // host, fqdn, skey, export_all, n_subsets
     pub dr_subset: Vec<String>,
     pub sidecar: Option<i64>,
@@ -361,7 +363,8 @@ fn virtual_service(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
     rows.export_to = export_rows(&export, ns);
     let mesh = gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
     let export_all = export.is_empty() || export.iter().any(|e| e == "*");
-    rows.vs = Some((mesh, export_all));
+    rows.vs_mesh = Some(mesh);
+    rows.vs_export_all = Some(export_all);
     for h in &hosts {
         rows.vs_host.push((h.clone(), to_fqdn(ns, h)));
     }
@@ -575,7 +578,7 @@ fn service_entry(rows: &mut Rows, spec: &Value, ns: &str) -> R<()> {
 
 fn service(rows: &mut Rows, spec: &Value, ns: &str, name: &str) -> R<()> {
     let selector = str_map(spec.get("selector"), "spec.selector")?;
-    rows.service = Some(selector.len() as i64);
+    rows.svc_sel_n = Some(selector.len() as i64);
     rows.selector = selector;
     for (i, port) in arr(spec.get("ports"), "spec.ports")?.iter().enumerate() {
         let path = format_args!("spec.ports[{i}]");

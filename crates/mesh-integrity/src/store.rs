@@ -20,7 +20,6 @@ use crate::project::{self, Projected, Projection};
 pub(crate) enum Table {
     ExportTo,
     Undecodable,
-    Vs,
     VsHost,
     VsGateway,
     MeshHost,
@@ -31,7 +30,6 @@ pub(crate) enum Table {
     Label,
     Provider,
     Port,
-    Service,
     Dr,
     DrSubset,
     Sidecar,
@@ -41,7 +39,7 @@ pub(crate) enum Table {
     MsPort,
 }
 
-const TABLE_COUNT: usize = 21;
+const TABLE_COUNT: usize = 19;
 
 impl Table {
     fn slot(self) -> usize {
@@ -52,7 +50,6 @@ impl Table {
         match self {
             Table::ExportTo => "INSERT INTO export_to (obj, scope, raw) VALUES (?1, ?2, ?3)",
             Table::Undecodable => "INSERT INTO undecodable (obj, message) VALUES (?1, ?2)",
-            Table::Vs => "INSERT INTO vs (obj, mesh, export_all) VALUES (?1, ?2, ?3)",
             Table::VsHost => {
                 "INSERT INTO vs_host (obj, idx, host, fqdn, wild) VALUES (?1, ?2, ?3, ?4, ?5)"
             }
@@ -81,7 +78,6 @@ impl Table {
             Table::Port => {
                 "INSERT INTO port (obj, number, name, protocol, target) VALUES (?1, ?2, ?3, ?4, ?5)"
             }
-            Table::Service => "INSERT INTO service (obj, sel_n) VALUES (?1, ?2)",
             Table::Dr => {
                 "INSERT INTO dr (obj, host, fqdn, skey, wild, export_all, n_subsets) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -104,7 +100,6 @@ impl Table {
         match self {
             Table::ExportTo => "DELETE FROM export_to WHERE obj = ?1",
             Table::Undecodable => "DELETE FROM undecodable WHERE obj = ?1",
-            Table::Vs => "DELETE FROM vs WHERE obj = ?1",
             Table::VsHost => "DELETE FROM vs_host WHERE obj = ?1",
             Table::VsGateway => "DELETE FROM vs_gateway WHERE obj = ?1",
             Table::MeshHost => "DELETE FROM mesh_host WHERE obj = ?1",
@@ -115,7 +110,6 @@ impl Table {
             Table::Label => "DELETE FROM label WHERE obj = ?1",
             Table::Provider => "DELETE FROM provider WHERE obj = ?1",
             Table::Port => "DELETE FROM port WHERE obj = ?1",
-            Table::Service => "DELETE FROM service WHERE obj = ?1",
             Table::Dr => "DELETE FROM dr WHERE obj = ?1",
             Table::DrSubset => "DELETE FROM dr_subset WHERE obj = ?1",
             Table::Sidecar => "DELETE FROM sidecar WHERE obj = ?1",
@@ -131,7 +125,6 @@ impl Table {
         match self {
             Table::ExportTo => rows.export_to.is_empty(),
             Table::Undecodable => rows.undecodable.is_none(),
-            Table::Vs => rows.vs.is_none(),
             Table::VsHost => rows.vs_host.is_empty(),
             Table::VsGateway => rows.vs_gateway.is_empty(),
             Table::MeshHost => rows.mesh_host.is_empty(),
@@ -142,7 +135,6 @@ impl Table {
             Table::Label => rows.label.is_empty(),
             Table::Provider => rows.provider.is_empty(),
             Table::Port => rows.port.is_empty(),
-            Table::Service => rows.service.is_none(),
             Table::Dr => rows.dr.is_none(),
             Table::DrSubset => rows.dr_subset.is_empty(),
             Table::Sidecar => rows.sidecar.is_none(),
@@ -158,7 +150,6 @@ impl Table {
         match self {
             Table::ExportTo => rows.export_to.hash(hasher),
             Table::Undecodable => rows.undecodable.hash(hasher),
-            Table::Vs => rows.vs.hash(hasher),
             Table::VsHost => rows.vs_host.hash(hasher),
             Table::VsGateway => rows.vs_gateway.hash(hasher),
             Table::MeshHost => rows.mesh_host.hash(hasher),
@@ -169,7 +160,6 @@ impl Table {
             Table::Label => rows.label.hash(hasher),
             Table::Provider => rows.provider.hash(hasher),
             Table::Port => rows.port.hash(hasher),
-            Table::Service => rows.service.hash(hasher),
             Table::Dr => rows.dr.hash(hasher),
             Table::DrSubset => rows.dr_subset.hash(hasher),
             Table::Sidecar => rows.sidecar.hash(hasher),
@@ -185,12 +175,12 @@ impl Table {
 fn tables_of(group: &str, kind: &str) -> &'static [Table] {
     use Table::*;
     match (group, kind) {
-        ("networking.istio.io", "VirtualService") => &[Vs, VsHost, VsGateway, MeshHost, Dest],
+        ("networking.istio.io", "VirtualService") => &[VsHost, VsGateway, MeshHost, Dest],
         ("networking.istio.io", "Gateway") => &[Gateway, GwServer, Selector],
         ("networking.istio.io", "DestinationRule") => &[Dr, DrSubset],
         ("networking.istio.io", "ServiceEntry") => &[Provider, Port],
         ("networking.istio.io", "Sidecar") => &[Sidecar, Selector],
-        ("", "Service") => &[Service, Selector, Provider, Port],
+        ("", "Service") => &[Selector, Provider, Port],
         ("", "Pod") => &[Label],
         ("", "Secret") => &[Secret],
         ("gateway.networking.k8s.io", "Gateway") => &[GwServer],
@@ -225,8 +215,9 @@ impl ObjectSql {
     fn sql(self) -> &'static str {
         match self {
             ObjectSql::Insert => {
-                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                "INSERT INTO object (grp, kind, ns, name, api_version, created, owner, contributors, managed, suppress, file, line, proj_hash, \
+                 vs_mesh, vs_export_all, svc_sel_n) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             }
             ObjectSql::Lookup => {
                 "SELECT id, proj_hash FROM object WHERE grp = ?1 AND kind = ?2 AND ns = ?3 AND name = ?4"
@@ -234,7 +225,8 @@ impl ObjectSql {
             // the parameters of `Insert` (the key, ?1 to ?4, unused), then the id
             ObjectSql::Update => {
                 "UPDATE object SET api_version = ?5, created = ?6, owner = ?7, contributors = ?8, managed = ?9, \
-                 suppress = ?10, file = ?11, line = ?12, proj_hash = ?13 WHERE id = ?14"
+                 suppress = ?10, file = ?11, line = ?12, proj_hash = ?13, vs_mesh = ?14, vs_export_all = ?15, \
+                 svc_sel_n = ?16 WHERE id = ?17"
             }
             ObjectSql::UpdateHashes => "UPDATE object SET proj_hash = ?2 WHERE id = ?1",
             ObjectSql::Delete => "DELETE FROM object WHERE id = ?1",
@@ -611,6 +603,7 @@ fn store_projection(
     let mut hasher = DefaultHasher::new();
     (&p.api_version, &p.created, &p.owner, &p.contributors).hash(&mut hasher);
     (p.managed, &p.suppress, file, line).hash(&mut hasher);
+    (p.rows.vs_mesh, p.rows.vs_export_all, p.rows.svc_sel_n).hash(&mut hasher);
     hashes.extend(hasher.finish().to_le_bytes());
     let hashes = &hashes[..];
     if load.insert_blindly(k, writer.connection())? {
@@ -661,7 +654,7 @@ fn object_values<'a>(
     hashes: &'a &[u8],
     file: &'a Option<&str>,
     line: &'a Option<i64>,
-) -> [&'a dyn ToSql; 13] {
+) -> [&'a dyn ToSql; 16] {
     let k = &p.key;
     [
         &k.group,
@@ -677,6 +670,9 @@ fn object_values<'a>(
         file,
         line,
         hashes,
+        &p.rows.vs_mesh,
+        &p.rows.vs_export_all,
+        &p.rows.svc_sel_n,
     ]
 }
 
@@ -720,11 +716,6 @@ fn insert_rows(
         Table::ExportTo => {
             for (scope, raw) in &rows.export_to {
                 s.execute(params![id, scope, raw])?;
-            }
-        }
-        Table::Vs => {
-            if let Some((mesh, export_all)) = rows.vs {
-                s.execute(params![id, mesh, export_all])?;
             }
         }
         Table::VsHost => {
@@ -791,11 +782,6 @@ fn insert_rows(
         Table::Port => {
             for (n, name, protocol, target) in &rows.port {
                 s.execute(params![id, n, name, protocol, target])?;
-            }
-        }
-        Table::Service => {
-            if let Some(sel_n) = rows.service {
-                s.execute(params![id, sel_n])?;
             }
         }
         Table::Dr => {

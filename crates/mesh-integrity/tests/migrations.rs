@@ -140,7 +140,7 @@ fn a_file_database_keeps_sqlites_page_cache_size_after_a_batch() {
 }
 
 #[test]
-fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild() {
+fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild_and_the_v9_columns() {
     // Rows as the engine wrote them at V5 (V6 rebuilds the object table, whose ids the other
     // tables reference): a Service with two ports and a VirtualService routing to it without a
     // port (IST0112).
@@ -200,5 +200,23 @@ fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild() {
     );
     assert_eq!(codes(&migrated), codes(&fresh));
     drop(migrated);
+    // V9 moved the VirtualService's `vs` row and the Service's `service` row into `object`
+    /// kind, vs_mesh, vs_export_all, svc_sel_n
+    type FoldedColumns = (String, Option<bool>, Option<bool>, Option<i64>);
+    let folded: Vec<FoldedColumns> = Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT kind, vs_mesh, vs_export_all, svc_sel_n FROM object ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        folded,
+        vec![
+            ("Service".to_string(), None, None, Some(1)),
+            ("VirtualService".to_string(), Some(true), Some(true), None),
+        ]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,9 +19,9 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
     reports_on: &["Gateway"],
     sql: "WITH gp AS MATERIALIZED (SELECT g.obj AS gw, p.id AS pod, p.ns FROM gateway g JOIN object p ON p.kind = 'Pod' AND p.grp = '' \
               WHERE {t} AND (g.sel_n = 0 OR p.id IN (SELECT x.pod FROM sel_pod x WHERE x.sel_obj = g.obj))), \
-          sv AS MATERIALIZED (SELECT DISTINCT gp.gw, s.obj AS svc FROM gp \
-              JOIN object so ON so.kind = 'Service' AND so.grp = '' AND so.ns = gp.ns JOIN service s ON s.obj = so.id \
-              WHERE s.sel_n = 0 OR gp.pod IN (SELECT x.pod FROM sel_pod x WHERE x.sel_obj = s.obj)), \
+          sv AS MATERIALIZED (SELECT DISTINCT gp.gw, so.id AS svc FROM gp \
+              JOIN object so ON so.kind = 'Service' AND so.grp = '' AND so.ns = gp.ns \
+              WHERE so.svc_sel_n = 0 OR gp.pod IN (SELECT x.pod FROM sel_pod x WHERE x.sel_obj = so.id)), \
           ports AS MATERIALIZED (SELECT sv.gw, coalesce(pt.target, pt.number) AS n FROM sv JOIN port pt ON pt.obj = sv.svc \
                 WHERE upper(coalesce(pt.protocol, 'TCP')) = 'TCP' \
               UNION SELECT sv.gw, pt.number FROM sv JOIN port pt ON pt.obj = sv.svc WHERE upper(coalesce(pt.protocol, 'TCP')) = 'TCP') \

@@ -134,7 +134,7 @@ macro_rules! meshservice_loses {
                 not_owned_by_a_meshservice!("ow"),
                 " AND ((",
                 own_gateway!(),
-                "='mesh' AND EXISTS (SELECT 1 FROM vs vv WHERE vv.obj=v.obj AND vv.mesh=1)) \
+                "='mesh' AND EXISTS (SELECT 1 FROM object vv WHERE vv.id=v.obj AND vv.vs_mesh=1)) \
                    OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj=v.obj AND g.gw_ns||'/'||g.gw_name=",
                 own_gateway!(),
                 "))"
@@ -163,7 +163,7 @@ macro_rules! meshservice_loses {
 macro_rules! virtualservice_loses {
     () => {
         concat!(
-            vs_lost!("'mesh'", "JOIN vs vm ON vm.obj = v.obj", " AND vm.mesh = 1"),
+            vs_lost!("'mesh'", "", " AND lo.vs_mesh = 1"),
             " UNION ALL ",
             vs_lost!(
                 "g.gw_ns || '/' || g.gw_name",
@@ -234,7 +234,7 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           mv AS MATERIALIZED ( \
             SELECT x.* FROM mvh x CROSS JOIN object vo ON vo.id = x.vs \
             WHERE (vo.owner IS NULL OR vo.owner NOT IN (SELECT k FROM msk)) \
-              AND ((x.gw = 'mesh' AND EXISTS (SELECT 1 FROM vs v WHERE v.obj = x.vs AND v.mesh = 1)) \
+              AND ((x.gw = 'mesh' AND vo.vs_mesh = 1) \
                 OR EXISTS (SELECT 1 FROM vs_gateway g WHERE g.obj = x.vs AND g.gw_ns || '/' || g.gw_name = x.gw))), \
           mg AS MATERIALIZED ( \
             SELECT a.obj AS ms, a.gw, a.host, a.hidx, a.port, s.obj AS gwobj, s.host AS ghost FROM mc a \
