@@ -397,7 +397,7 @@ pub(crate) enum Prepared {
     NoIdentity(String),
     Store {
         projection: Box<Projection>,
-        /// [`projection_hashes`] of its rows.
+        /// Its [`projection_hashes`].
         hashes: Vec<u8>,
         origin: Option<Origin>,
     },
@@ -436,7 +436,7 @@ pub(crate) fn prepare(object: SourceObject, options: &IngestOptions) -> Prepared
             Box::new(project::undecodable(&key, &api_version, &message))
         }
     };
-    let hashes = projection_hashes(&projection);
+    let hashes = projection_hashes(&projection, object.origin.as_ref());
     Prepared::Store {
         projection,
         hashes,
@@ -563,15 +563,22 @@ pub(crate) fn delete_object(writer: &mut Writer, id: i64, key: &ObjectKey) -> Re
     Ok(())
 }
 
-/// The tables part of a projection's `proj_hash`: per table of its kind, a hash of the rows it
-/// writes there (`store_projection` appends a hash of the object row's own columns).
-fn projection_hashes(p: &Projection) -> Vec<u8> {
+/// A projection's `proj_hash`: per table of its kind, a hash of the rows it writes there, then a
+/// hash of the object row's own columns (the last 8 bytes).
+fn projection_hashes(p: &Projection, origin: Option<&Origin>) -> Vec<u8> {
+    let mut hasher = DefaultHasher::new();
+    (&p.api_version, &p.created, &p.owner, &p.contributors).hash(&mut hasher);
+    (p.managed, &p.suppress).hash(&mut hasher);
+    (origin.map(|o| &o.file), origin.map(|o| o.line)).hash(&mut hasher);
+    (p.rows.vs_mesh, p.rows.vs_export_all, p.rows.svc_sel_n).hash(&mut hasher);
+    let object_row = hasher.finish().to_le_bytes();
     object_tables(&p.key.group, &p.key.kind)
         .flat_map(|table| {
             let mut hasher = DefaultHasher::new();
             table.hash_rows(&p.rows, &mut hasher);
             hasher.finish().to_le_bytes()
         })
+        .chain(object_row)
         .collect()
 }
 
@@ -581,10 +588,11 @@ pub(crate) fn store_single(
     projection: &Projection,
     load: &mut Load,
 ) -> Result<i64, Error> {
-    let hashes = projection_hashes(projection);
+    let hashes = projection_hashes(projection, None);
     store_projection(writer, projection, &hashes, None, load)
 }
 
+/// Stores a projection whose [`projection_hashes`] are `hashes`.
 fn store_projection(
     writer: &mut Writer,
     p: &Projection,
@@ -597,15 +605,7 @@ fn store_projection(
         Some(o) => (Some(o.file.as_str()), Some(o.line as i64)),
         None => (None, None),
     };
-    // the tables' hashes, then the object row's own
-    let mut hashes = hashes.to_vec();
-    let object_slot = hashes.len()..hashes.len() + 8;
-    let mut hasher = DefaultHasher::new();
-    (&p.api_version, &p.created, &p.owner, &p.contributors).hash(&mut hasher);
-    (p.managed, &p.suppress, file, line).hash(&mut hasher);
-    (p.rows.vs_mesh, p.rows.vs_export_all, p.rows.svc_sel_n).hash(&mut hasher);
-    hashes.extend(hasher.finish().to_le_bytes());
-    let hashes = &hashes[..];
+    let object_slot = hashes.len().saturating_sub(8)..hashes.len();
     if load.insert_blindly(k, writer.connection())? {
         return insert_object(writer, p, hashes, file, line);
     }
