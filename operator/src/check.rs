@@ -170,10 +170,10 @@ pub struct Streams<'a> {
     pub stderr: &'a mut dyn Write,
 }
 
-/// The whole command; returns the exit code. Never panics on input.
 /// Threads parsing the input files (see [`execute`]).
 const PARSERS: usize = 2;
 
+/// The whole command; returns the exit code. Never panics on input.
 pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     let Streams {
         stdin,
