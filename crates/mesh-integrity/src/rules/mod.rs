@@ -135,28 +135,26 @@ pub(crate) struct Analysis {
 
 impl Analysis {
     pub fn sql_for(&self, targeted: Option<()>) -> String {
-        let mut sql = match (targeted, self.targeted_sql) {
-            (Some(()), Some(t)) => t.to_string(),
-            _ => self.sql.to_string(),
-        };
-        for (placeholder, predicate) in self.targets {
-            sql = sql.replace(
-                placeholder,
-                if targeted.is_some() { predicate } else { "1" },
-            );
+        match (targeted, self.targeted_sql) {
+            (Some(()), Some(t)) => self.with_targets(t, true),
+            _ => self.with_targets(self.sql, targeted.is_some()),
         }
-        sql
     }
 
     /// [`Analysis::targeted_by_kind`] with the targets' placeholders replaced.
     pub fn targeted_sql_by_kind(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        self.targeted_by_kind.iter().map(|(kind, sql)| {
-            let mut sql = sql.to_string();
-            for (placeholder, predicate) in self.targets {
-                sql = sql.replace(placeholder, predicate);
-            }
-            (*kind, sql)
-        })
+        self.targeted_by_kind
+            .iter()
+            .map(|(kind, sql)| (*kind, self.with_targets(sql, true)))
+    }
+
+    /// `sql` with each target placeholder replaced by its predicate (targeted) or by `1` (all).
+    fn with_targets(&self, sql: &str, targeted: bool) -> String {
+        let mut sql = sql.to_string();
+        for (placeholder, predicate) in self.targets {
+            sql = sql.replace(placeholder, if targeted { predicate } else { "1" });
+        }
+        sql
     }
 
     /// The rule a row of the full query becomes a finding of.
