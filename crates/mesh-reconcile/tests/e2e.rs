@@ -759,32 +759,37 @@ async fn drift_made_while_the_operator_was_down_is_repaired_and_counted_after_re
     .await?;
 
     let restarted = Operator::start(operator_client(cp).await?, &[team.name()]).await?;
-    wait_ready(&api, "drifted").await?;
+    // "drifted" still reads Ready=True at its generation from before the stop (its spec did not
+    // change), so the repair itself is what the test waits for.
+    eventually("the drifted VirtualService repaired", || async {
+        let vs = virtual_services.get("drifted").await?;
+        Ok((strings(&vs.data["spec"]["hosts"]) == ["drifted.example.com"]).then_some(()))
+    })
+    .await?;
+    eventually("the deleted Service recreated", || async {
+        Ok(services.get_opt("drifted").await?.map(|_| ()))
+    })
+    .await?;
     wait_ready(&api, "edited").await?;
-    let vs = virtual_services.get("drifted").await?;
-    assert_eq!(strings(&vs.data["spec"]["hosts"]), ["drifted.example.com"]);
-    assert!(services.get_opt("drifted").await?.is_some(), "recreated");
     let edited = virtual_services.get("edited").await?;
     assert_eq!(
         strings(&edited.data["spec"]["hosts"]),
         ["renamed.example.com"]
     );
 
-    // Counted once each, and announced on the drifted MeshService only.
-    let (_, metrics) = restarted.get("/metrics").await?;
-    assert_eq!(
-        metric(
-            &metrics,
-            r#"mesh_drift_repairs_total{kind="VirtualService"}"#
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
-    assert_eq!(
-        metric(&metrics, r#"mesh_drift_repairs_total{kind="Service"}"#),
-        Some(1.0),
-        "{metrics}"
-    );
+    // Counted once each, and announced on the drifted MeshService only. The counter follows the
+    // write it counts, so wait for both series before asserting that each is exactly one.
+    let vs_series = r#"mesh_drift_repairs_total{kind="VirtualService"}"#;
+    let service_series = r#"mesh_drift_repairs_total{kind="Service"}"#;
+    let metrics = eventually("both repairs counted", || async {
+        let (_, metrics) = restarted.get("/metrics").await?;
+        let counted =
+            metric(&metrics, vs_series).is_some() && metric(&metrics, service_series).is_some();
+        Ok(counted.then_some(metrics))
+    })
+    .await?;
+    assert_eq!(metric(&metrics, vs_series), Some(1.0), "{metrics}");
+    assert_eq!(metric(&metrics, service_series), Some(1.0), "{metrics}");
     let announced = eventually("a DriftRepaired Event", || async {
         let events = events_with_reason(&client, team.name(), "DriftRepaired").await?;
         Ok((!events.is_empty()).then_some(events))
