@@ -351,10 +351,11 @@ impl Engine {
         let tx = self.conn.transaction()?;
         let key = store::store(
             &mut Writer::cached(&tx),
-            prepared,
+            &prepared,
             &mut stats,
             &mut Load::Indexed,
-        )?;
+        )?
+        .cloned();
         tx.commit()?;
         if let Some(key) = &key {
             self.forget_present_kinds(Some(key));

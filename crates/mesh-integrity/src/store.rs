@@ -2,8 +2,8 @@
 //! per-table hashes without touching SQLite (a batch runs it on a second thread), and [`store`]
 //! writes a prepared object through a [`Writer`].
 
-use std::collections::HashSet;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
 use std::sync::mpsc;
@@ -446,15 +446,15 @@ pub(crate) fn prepare(object: SourceObject, options: &IngestOptions) -> Prepared
 
 /// Stores a prepared object; returns its key (None for unknown kinds and objects without
 /// identity).
-pub(crate) fn store(
+pub(crate) fn store<'p>(
     writer: &mut Writer,
-    prepared: Prepared,
+    prepared: &'p Prepared,
     stats: &mut IngestStats,
     load: &mut Load,
-) -> Result<Option<ObjectKey>, Error> {
+) -> Result<Option<&'p ObjectKey>, Error> {
     match prepared {
         Prepared::Unknown(kind) => {
-            *stats.skipped_unknown.entry(kind).or_default() += 1;
+            count(&mut stats.skipped_unknown, kind);
             Ok(None)
         }
         Prepared::NoIdentity(_) => Ok(None),
@@ -463,14 +463,23 @@ pub(crate) fn store(
             hashes,
             origin,
         } => {
-            store_projection(writer, &projection, &hashes, origin.as_ref(), load)?;
+            store_projection(writer, projection, hashes, origin.as_ref(), load)?;
             if projection.rows.undecodable.is_some() {
                 stats.undecodable += 1;
             }
             stats.total += 1;
-            let key = projection.key;
-            *stats.by_kind.entry(key.kind.clone()).or_default() += 1;
-            Ok(Some(key))
+            count(&mut stats.by_kind, &projection.key.kind);
+            Ok(Some(&projection.key))
+        }
+    }
+}
+
+/// Counts one more `key`, copying the key only the first time.
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
         }
     }
 }
@@ -481,7 +490,10 @@ const CHUNK: usize = 512;
 
 /// Stores every object of a batch. Projection, hashing and freeing the input values run on a
 /// second thread, a chunk ahead of this one, which only writes: they were a third of a bulk
-/// load's time on one thread.
+/// load's time on one thread. The writer hands each chunk it has written back to that thread to
+/// be freed there: the projections' strings were allocated there, and freeing them on the
+/// writer took the allocator's locks across threads (100k mesh, three interleaved pairs: batch
+/// ingest 3.45–3.60 s → 2.63–2.65 s).
 pub(crate) fn store_all<I>(
     objects: I,
     options: &IngestOptions,
@@ -499,26 +511,33 @@ where
     let first = next_chunk();
     if first.len() < CHUNK {
         for object in first {
-            store(writer, prepare(object, options), stats, load)?;
+            store(writer, &prepare(object, options), stats, load)?;
         }
         return Ok(());
     }
     std::thread::scope(|scope| {
         let (to_projector, chunks) = mpsc::sync_channel::<Vec<SourceObject>>(4);
         let (to_writer, prepared) = mpsc::channel::<Vec<Prepared>>();
+        let (to_free, written) = mpsc::channel::<Vec<Prepared>>();
         scope.spawn(move || {
             for chunk in chunks {
+                written.try_iter().for_each(drop);
                 let chunk: Vec<Prepared> = chunk.into_iter().map(|o| prepare(o, options)).collect();
                 // the writer failed and stopped listening: so do we
                 if to_writer.send(chunk).is_err() {
                     break;
                 }
             }
+            drop(to_writer);
+            // until the writer is done (its `to_free` dropped, also when it fails)
+            written.into_iter().for_each(drop);
         });
         let mut write = |chunk: Vec<Prepared>| -> Result<(), Error> {
-            for object in chunk {
+            for object in &chunk {
                 store(writer, object, stats, load)?;
             }
+            // the projection thread has gone only if it panicked; then this thread frees it
+            let _ = to_free.send(chunk);
             Ok(())
         };
         let mut chunk = first;
