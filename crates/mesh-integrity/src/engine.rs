@@ -50,6 +50,12 @@ pub struct Engine {
 /// that a long-lived tool's database file does not hold up to 256 MB of page cache.
 const BULK_CACHE_SIZE: &str = "-262144";
 
+/// Per-connection lookaside (slot size, slots): SQLite serves its small, short-lived allocations
+/// (cursors, bound values, records) from these instead of malloc. The default (1200 bytes × 40) is
+/// taken up by the prepared statements the engine holds, after which every statement step went to
+/// malloc: 3.3 M SQLite allocations in a 100k-mesh batch ingest, 1.6 M with these slots (≈ 600 KB).
+const LOOKASIDE: (i32, i32) = (1200, 512);
+
 /// The core kinds whose presence decides whether the rules that need them run.
 const COVERAGE_KINDS: [&str; 3] = ["Pod", "Secret", "Namespace"];
 
@@ -174,6 +180,27 @@ pub(crate) fn query_rows(
     Ok(out)
 }
 
+/// Sets the connection's lookaside memory; only possible before it has allocated any.
+fn set_lookaside(conn: &Connection, (slot_size, slots): (i32, i32)) -> Result<(), Error> {
+    // SAFETY: the handle is this open connection's, used on this thread; a null buffer makes
+    // SQLite allocate the slots itself; the variadic arguments are the (void*, int, int) that
+    // SQLITE_DBCONFIG_LOOKASIDE takes.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::ffi::c_void>(),
+            slot_size,
+            slots,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rc), None).into())
+    }
+}
+
 fn register_functions(conn: &Connection) -> Result<(), Error> {
     let flags = FunctionFlags::SQLITE_UTF8
         | FunctionFlags::SQLITE_DETERMINISTIC
@@ -203,6 +230,7 @@ impl Engine {
     }
 
     fn with_connection(mut conn: Connection, file_backed: bool) -> Result<Engine, Error> {
+        set_lookaside(&conn, LOOKASIDE)?;
         conn.execute_batch(
             "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = OFF;",
         )?;
@@ -310,7 +338,19 @@ impl Engine {
         } else {
             None
         };
+        // Into an empty engine the load drops the indexes and builds them at the end. With
+        // temporary storage in memory, SQLite's sorter gives up its single growing buffer and
+        // allocates every index entry on its own (1.3 M mallocs at 100k); with the default it
+        // keeps one buffer up to the page cache size (`BULK_CACHE_SIZE`) and spills to a
+        // temporary file only beyond it. Queries keep memory for their temporary tables.
+        let bulk = store::is_empty(&self.conn)?;
+        if bulk {
+            self.conn.pragma_update(None, "temp_store", "DEFAULT")?;
+        }
         let loaded = self.load_batch(objects);
+        if bulk {
+            self.conn.pragma_update(None, "temp_store", "MEMORY")?;
+        }
         self.forget_present_kinds(None);
         if let Some(size) = default_cache_size {
             self.conn.pragma_update(None, "cache_size", size)?;

@@ -331,12 +331,15 @@ pub(crate) enum Load {
     },
 }
 
+/// Whether the engine holds no object (a batch then loads in bulk).
+pub(crate) fn is_empty(conn: &Connection) -> Result<bool, Error> {
+    Ok(conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?)
+}
+
 impl Load {
     /// `Bulk` when the engine holds nothing yet, else `Indexed`.
     pub(crate) fn start(conn: &Connection) -> Result<Load, Error> {
-        let empty: bool =
-            conn.query_row("SELECT NOT EXISTS (SELECT 1 FROM object)", [], |r| r.get(0))?;
-        if !empty {
+        if !is_empty(conn)? {
             return Ok(Load::Indexed);
         }
         let dropped: Vec<(String, String)> = {
