@@ -347,7 +347,7 @@ impl Engine {
         if bulk {
             self.conn.pragma_update(None, "temp_store", "DEFAULT")?;
         }
-        let loaded = self.load_batch(objects);
+        let loaded = store::load_batch(&mut self.conn, objects, &self.options);
         if bulk {
             self.conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
@@ -357,25 +357,6 @@ impl Engine {
         }
         let stats = loaded?;
         self.last_ingest = Some(started.elapsed());
-        Ok(stats)
-    }
-
-    fn load_batch<I>(&mut self, objects: I) -> Result<IngestStats, Error>
-    where
-        I: IntoIterator,
-        I::Item: Into<SourceObject>,
-    {
-        let mut stats = IngestStats::default();
-        let options = &self.options;
-        let tx = self.conn.transaction()?;
-        {
-            let mut load = Load::start(&tx)?;
-            let mut writer = Writer::held(&tx);
-            store::store_all(objects, options, &mut writer, &mut stats, &mut load)?;
-            drop(writer);
-            load.finish(&tx)?;
-        }
-        tx.commit()?;
         Ok(stats)
     }
 

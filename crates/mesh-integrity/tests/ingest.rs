@@ -357,6 +357,30 @@ fn a_large_batch_equals_the_same_objects_upserted_one_by_one() {
 }
 
 #[test]
+fn a_batch_whose_input_panics_midway_keeps_nothing_and_the_engine_stays_usable() {
+    // The input is read on the calling thread while a second thread writes: the writes it made
+    // before the panic (two chunks and more) must not be committed.
+    let service = |i: usize| {
+        SourceObject::new(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc{i}"), "namespace": "shop"},
+            "spec": {"ports": [{"port": 80}]}}))
+    };
+    let mut engine = Engine::open_in_memory().unwrap();
+    let interrupted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        engine.ingest_batch((0..3000).map(|i| {
+            assert!(i < 1500, "the input fails");
+            service(i)
+        }))
+    }));
+    assert!(interrupted.is_err());
+    assert!(engine.objects_by_kind().unwrap().is_empty());
+
+    let stats = engine.ingest_batch((0..1000).map(service)).unwrap();
+    assert_eq!(stats.total, 1000);
+    assert_eq!(engine.objects_by_kind().unwrap()["Service"], 1000);
+}
+
+#[test]
 fn an_upsert_changing_only_metadata_is_seen() {
     // Only the object row changes (its projection tables stay the same): an annotation added,
     // changed and removed, and a new creationTimestamp, each as a fresh engine sees it.
