@@ -239,8 +239,8 @@ pub(crate) static ANALYSIS: Analysis = Analysis {
           mg AS MATERIALIZED ( \
             SELECT a.obj AS ms, a.gw, a.host, a.hidx, a.port, s.obj AS gwobj, s.host AS ghost FROM mc a \
               CROSS JOIN gateway gb ON gb.sel = a.sel \
-              JOIN object go ON go.id = gb.obj AND go.managed = 0 AND (go.ns || '/' || go.name) <> a.gw \
-              JOIN gw_server s ON s.obj = gb.obj AND s.port = a.port AND s.host <> '' \
+              CROSS JOIN object go ON go.id = gb.obj AND go.managed = 0 AND (go.ns || '/' || go.name) <> a.gw \
+              CROSS JOIN gw_server s ON s.obj = gb.obj AND +s.port = a.port AND s.host <> '' \
             WHERE s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))), \
           pairs AS ( \
             SELECT a.obj AS loser, b.obj AS other, a.gw, a.host, a.hidx, a.port FROM mc a CROSS JOIN mc b \
