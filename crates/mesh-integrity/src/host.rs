@@ -36,6 +36,16 @@ pub fn matches(a: &str, b: &str) -> bool {
     }
 }
 
+/// The host without a leading `*`, reversed: a wildcard matches exactly the hosts whose reversed
+/// base starts with its own (see [`matches`]), so that an index over it finds them as one range.
+pub fn reversed_base(host: &str) -> String {
+    host.strip_prefix('*')
+        .unwrap_or(host)
+        .chars()
+        .rev()
+        .collect()
+}
+
 /// `util.GetResourceNameFromHost`: `name.ns.svc.cluster.local` → (ns, name); anything else →
 /// (the referrer's namespace, the host verbatim). Returned as the `ns/name` key DestinationRule
 /// subsets are looked up by.
@@ -82,6 +92,20 @@ mod tests {
         assert!(matches("*", "anything.example.com"));
         assert!(!matches("*.shop.example.com", "shop.example.com"));
         assert!(!matches("a.example.com", "b.example.com"));
+    }
+
+    proptest::proptest! {
+        /// What the wildcard overlap queries rely on: a wildcard matches a host at least as long
+        /// as its base exactly when the host's reversed base starts with its own.
+        #[test]
+        fn a_wildcard_matches_exactly_the_hosts_its_reversed_base_prefixes(
+            wildcard in "\\*[ab.]{0,5}",
+            host in "\\*?[ab.]{0,6}",
+        ) {
+            let longer_or_equal = host.len() - usize::from(is_wild(&host)) >= wildcard.len() - 1;
+            let prefixed = reversed_base(&host).starts_with(&reversed_base(&wildcard));
+            proptest::prop_assert_eq!(matches(&wildcard, &host) && longer_or_equal, prefixed);
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@
 //! [`Report`] serialises (camelCase, every field always present) as:
 //!
 //! ```text
-//! { "reportVersion": 1, "schemaVersion": 9,
+//! { "reportVersion": 1, "schemaVersion": 10,
 //!   "findings": [ { "code", "rule", "severity": "error|warning|info",
 //!                   "resource": {"apiVersion","kind","namespace","name"}, "message",
 //!                   "file", "line", "related": [resource + file, line...],

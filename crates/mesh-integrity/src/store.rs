@@ -67,8 +67,8 @@ impl Table {
                 "INSERT INTO gateway (obj, sel, sel_n, n_servers) VALUES (?1, ?2, ?3, ?4)"
             }
             Table::GwServer => {
-                "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                "INSERT INTO gw_server (obj, sidx, hidx, port, protocol, bind, raw, vis_ns, host, wild, credential, rbase) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             }
             Table::Selector => "INSERT INTO selector (obj, key, value) VALUES (?1, ?2, ?3)",
             Table::Label => "INSERT INTO label (obj, key, value) VALUES (?1, ?2, ?3)",
@@ -797,7 +797,8 @@ fn insert_rows(
                     v.vis_ns,
                     v.host,
                     wild(&v.host),
-                    v.credential
+                    v.credential,
+                    crate::host::reversed_base(&v.host)
                 ])?;
             }
         }

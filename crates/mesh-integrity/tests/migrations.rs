@@ -220,3 +220,57 @@ fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild_and_the_v
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn v10_reverses_the_gateway_server_hosts_already_stored() {
+    // Server rows as the engine wrote them at V9; V10 computes their reversed base in SQL, which
+    // must equal what the engine computes for new rows.
+    let hosts = [
+        "*",
+        "*.shop.example.com",
+        "cart.shop.example.com",
+        "*hop.example.com",
+        "ünïcode.example",
+        "",
+    ];
+    let (dir, path) = fresh_database_path("mesh-integrity-v10-data");
+    {
+        let mut old = Connection::open(&path).unwrap();
+        embedded::migrations::runner()
+            .set_target(refinery::Target::Version(9))
+            .run(&mut old)
+            .unwrap();
+        old.execute(
+            "INSERT INTO object (id, grp, kind, ns, name, api_version) \
+             VALUES (1, 'networking.istio.io', 'Gateway', 'edge', 'public', 'networking.istio.io/v1')",
+            [],
+        )
+        .unwrap();
+        for (i, host) in hosts.iter().enumerate() {
+            old.execute(
+                "INSERT INTO gw_server (obj, sidx, hidx, port, bind, raw, host, wild) \
+                 VALUES (1, 0, ?1, 80, '', ?2, ?2, ?3)",
+                rusqlite::params![i as i64, host, host.starts_with('*')],
+            )
+            .unwrap();
+        }
+    }
+    let migrated = mesh_integrity::Engine::open(&path).unwrap();
+    let mut stmt = migrated
+        .connection()
+        .prepare("SELECT host, rbase FROM gw_server ORDER BY hidx")
+        .unwrap();
+    let stored: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expected: Vec<(String, String)> = hosts
+        .iter()
+        .map(|h| (h.to_string(), mesh_integrity::host::reversed_base(h)))
+        .collect();
+    assert_eq!(stored, expected);
+    drop(stmt);
+    drop(migrated);
+    let _ = std::fs::remove_dir_all(&dir);
+}

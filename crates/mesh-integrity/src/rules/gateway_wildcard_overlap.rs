@@ -13,20 +13,75 @@ pub(crate) static RULE: RuleInfo = rule(
      must be compatible (`*`, absent, or equal). Identical hosts are IST0145, not this rule.",
 );
 
+// Every overlap has a wildcard side `w` whose reversed base starts the other side's (`x`, which
+// may be a longer wildcard; `gw_server.rbase`, see `host::reversed_base`). The full query takes each wildcard server and the range
+// of `gw_server_rbase` it covers, so it reads the overlapping pairs rather than every pair of
+// servers on one workload (10k Gateways sharing a selector: 62 s before). `host_matches` stays the
+// judge. Each unordered pair is found once and reported from both sides.
+
+/// The conditions on a candidate pair `w`, `x` (besides the reversed base and the port).
+macro_rules! overlap {
+    () => {
+        "w.wild = 1 AND w.host <> '' AND x.host <> '' AND x.host <> w.host AND x.obj <> w.obj \
+         AND (w.vis_ns IS NULL OR x.vis_ns IS NULL OR w.vis_ns = x.vis_ns) AND host_matches(w.host, x.host)"
+    };
+}
+
+/// The pairs of `cand`, reported from both sides, on one workload: one finding per pair of
+/// Gateways, on the smallest port, then the smallest hosts (whatever order the rows came in).
+macro_rules! report {
+    ($target:expr) => {
+        concat!(
+            "pairs AS (SELECT wobj AS obj, port, whost AS ahost, xobj AS other, xhost AS bhost FROM cand \
+               UNION ALL SELECT xobj, port, xhost, wobj, whost FROM cand), \
+             ranked AS (SELECT p.obj, p.other, p.port, p.ahost, p.bhost, ga.sel, \
+                 row_number() OVER (PARTITION BY p.obj, p.other ORDER BY p.port, p.ahost, p.bhost) AS n \
+               FROM pairs p CROSS JOIN gateway ga ON ga.obj = p.obj CROSS JOIN gateway gb ON gb.obj = p.other \
+               WHERE ",
+            $target,
+            " AND gb.sel = ga.sel) \
+             SELECT obj, other, port, ahost, bhost, sel FROM ranked WHERE n = 1 ORDER BY obj, other"
+        )
+    };
+}
+
+/// `x`, with `w` the wildcards whose range holds it.
+macro_rules! covered {
+    () => {
+        "SELECT w.obj AS wobj, w.host AS whost, x.obj AS xobj, x.host AS xhost, w.port \
+         FROM gw_server w CROSS JOIN gw_server x ON x.port = w.port \
+           AND x.rbase >= w.rbase AND x.rbase < w.rbase || char(1114111) WHERE "
+    };
+}
+
 pub(crate) static ANALYSIS: Analysis = Analysis {
     rules: &[&RULE],
     reports_on: &["Gateway"],
-    sql: "WITH pairs AS ( \
-            SELECT a.obj, a.port, a.host AS ahost, b.obj AS other, b.host AS bhost, ga.sel \
-            FROM gateway ga CROSS JOIN gateway gb ON gb.sel = ga.sel AND gb.obj <> ga.obj \
-              CROSS JOIN gw_server a ON a.obj = ga.obj CROSS JOIN gw_server b ON b.obj = gb.obj AND b.port = a.port \
-            WHERE {t} AND (a.wild = 1 OR b.wild = 1) AND a.host <> '' AND b.host <> '' AND a.host <> b.host \
-              AND host_matches(a.host, b.host) AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)) \
-          SELECT p.obj, p.other, min(p.port), p.ahost, p.bhost, p.sel FROM pairs p \
-          GROUP BY p.obj, p.other ORDER BY p.obj, p.other",
-    targeted_sql: None,
+    sql: concat!(
+        "WITH cand AS (",
+        covered!(),
+        overlap!(),
+        "), ",
+        report!("1")
+    ),
+    // One Gateway: the ranges of its own wildcards, and the wildcards whose reversed base is a
+    // prefix of one of its hosts' (a probe per prefix length).
+    targeted_sql: Some(concat!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n \
+           WHERE i < (SELECT max(length(rbase)) FROM gw_server WHERE obj = ?1)), \
+         cand AS (",
+        covered!(),
+        "w.obj = ?1 AND ",
+        overlap!(),
+        " UNION ALL SELECT w.obj, w.host, x.obj, x.host, w.port \
+           FROM gw_server x CROSS JOIN n CROSS JOIN gw_server w ON w.port = x.port AND w.rbase = substr(x.rbase, 1, n.i) \
+           WHERE x.obj = ?1 AND n.i <= length(x.rbase) AND ",
+        overlap!(),
+        "), ",
+        report!("p.obj = ?1")
+    )),
     targeted_by_kind: &[],
-    targets: &[("{t}", "ga.obj = ?1")],
+    targets: &[],
     once_per_object: false,
     guard: None,
     rule_of_row: None,
@@ -51,4 +106,97 @@ fn build(ctx: &Ctx, row: &Row) -> Result<Option<Hit>, Error> {
     hit.host = Some(mine);
     hit.port = Some(port as u32);
     Ok(Some(hit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The rule as first written: every pair of servers on one workload, compared. Quadratic in the
+    /// Gateways sharing a selector, and the specification the range queries are held to.
+    const ALL_PAIRS: &str = "SELECT a.obj, b.obj, a.port, a.host, b.host, ga.sel \
+        FROM gateway ga CROSS JOIN gateway gb ON gb.sel = ga.sel AND gb.obj <> ga.obj \
+          CROSS JOIN gw_server a ON a.obj = ga.obj CROSS JOIN gw_server b ON b.obj = gb.obj AND +b.port = a.port \
+        WHERE (a.wild = 1 OR b.wild = 1) AND a.host <> '' AND b.host <> '' AND a.host <> b.host \
+          AND host_matches(a.host, b.host) AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns)";
+
+    type Finding = (i64, i64, i64, String, String, String);
+
+    fn rows(engine: &crate::Engine, sql: &str, target: Option<i64>) -> Vec<Finding> {
+        let mut stmt = engine.connection().prepare(sql).expect("prepare");
+        let map = |r: &rusqlite::Row| -> rusqlite::Result<Finding> {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        };
+        let found = match target {
+            Some(id) => stmt.query_map([id], map),
+            None => stmt.query_map([], map),
+        };
+        found
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// The model's findings: per pair of Gateways, the smallest (port, own host, other host).
+    fn model(engine: &crate::Engine) -> Vec<Finding> {
+        let mut all = rows(engine, ALL_PAIRS, None);
+        all.sort();
+        all.dedup_by(|later, first| (later.0, later.1) == (first.0, first.1));
+        all
+    }
+
+    fn gateway() -> impl Strategy<Value = (u8, Vec<(u16, String)>)> {
+        let host = prop::sample::select(vec![
+            "*",
+            "*.example.com",
+            "*.shop.example.com",
+            "cart.shop.example.com",
+            "shop.example.com",
+            "*hop.example.com",
+            "example.com",
+            "*example.com",
+            "./cart.shop.example.com",
+            "team/*.example.com",
+            "other/cart.shop.example.com",
+            "*/shop.example.com",
+        ]);
+        let server = (
+            prop::sample::select(vec![80u16, 443]),
+            host.prop_map(str::to_string),
+        );
+        (0u8..2, prop::collection::vec(server, 1..4))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_range_queries_find_what_comparing_every_pair_finds(
+            gateways in prop::collection::vec(gateway(), 1..7),
+        ) {
+            let mut engine = crate::Engine::open_in_memory().expect("engine");
+            for (i, (selector, servers)) in gateways.iter().enumerate() {
+                let servers: Vec<_> = servers.iter().map(|(port, host)| serde_json::json!(
+                    {"port": {"number": port, "name": "p", "protocol": "HTTP"}, "hosts": [host]})).collect();
+                engine.upsert(serde_json::json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                    "metadata": {"name": format!("g{i}"), "namespace": "team"},
+                    "spec": {"selector": {"istio": format!("s{selector}")}, "servers": servers}})).expect("upsert");
+            }
+            let expected = model(&engine);
+            prop_assert_eq!(&rows(&engine, &ANALYSIS.sql_for(None), None), &expected);
+            let ids: Vec<i64> = rows(&engine, "SELECT obj, obj, 0, '', '', '' FROM gateway", None)
+                .into_iter().map(|r| r.0).collect();
+            for id in ids {
+                let own: Vec<Finding> = expected.iter().filter(|f| f.0 == id).cloned().collect();
+                prop_assert_eq!(rows(&engine, &ANALYSIS.sql_for(Some(())), Some(id)), own);
+            }
+        }
+    }
 }
