@@ -24,6 +24,10 @@
 //! `msJ.gwK.example.com`, the odd ones mesh-only claiming `msJ.mesh.example.com`, port 80. Every tenth
 //! also claims the host of VirtualService `vsJ` on its Gateway (when J < N): an MSH0201 conflict, lost by
 //! the VirtualService when J is a multiple of 20 (the MeshService is older), else by the MeshService.
+//!
+//! `MESH_BENCH_SHARED_SELECTOR=1`: every Gateway selects `istio: ingressgateway` (as in most
+//! installations) instead of a workload of its own, so that the rules comparing the Gateways of
+//! one workload (IST0145, MSH0101, MSH0201's Gateway claims) see all of them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::{c_int, c_void};
@@ -205,6 +209,11 @@ fn meshservice_count() -> usize {
         .unwrap_or(0)
 }
 
+/// Whether every Gateway selects one workload (`MESH_BENCH_SHARED_SELECTOR=1`).
+fn shared_selector() -> bool {
+    std::env::var("MESH_BENCH_SHARED_SELECTOR").is_ok_and(|v| v == "1")
+}
+
 /// MeshService `j` of a mesh of `n` VirtualServices (see the module documentation).
 fn meshservice(j: usize, n: usize, n_gw: usize) -> Value {
     let ns = format!("ns{}", j % 100);
@@ -265,11 +274,12 @@ fn vs(i: usize, n_gw: usize, variant: usize) -> Value {
 
 fn mesh(n: usize) -> Vec<Value> {
     let n_gw = (n / 10).max(1);
+    let shared = shared_selector();
     let mut out = Vec::with_capacity(n * 2 + n / 5 + n_gw);
     for g in 0..n_gw {
         out.push(json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
             "metadata": {"name": format!("gw{g}"), "namespace": "istio-system"},
-            "spec": {"selector": {"istio": format!("ingress{g}")},
+            "spec": {"selector": {"istio": if shared { "ingressgateway".to_string() } else { format!("ingress{g}") }},
                      "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [format!("*.gw{g}.example.com")]}]}}));
     }
     for i in 0..n {
@@ -381,9 +391,13 @@ fn run(n: usize, events: usize) {
         let mesh_services: Vec<ObjectKey> = (0..400.min(meshservice_count()))
             .map(|j| ObjectKey::mesh_service(&format!("ns{}", j % 100), &format!("ms{j}")))
             .collect();
+        let gateways: Vec<ObjectKey> = (0..400.min(n / 10))
+            .map(|g| ObjectKey::gateway("istio-system", &format!("gw{g}")))
+            .collect();
         for (kind, keys) in [
             ("VirtualService", virtual_services),
             ("MeshService", mesh_services),
+            ("Gateway", gateways),
         ] {
             if !keys.is_empty() {
                 println!(
