@@ -176,6 +176,9 @@ macro_rules! virtualservice_loses {
 }
 
 /// The targeted query for a Gateway: against the MeshServices of every Gateway with its selector.
+/// It goes through the Gateways MeshServices claim on (one `ms` row each, by `ms_gateway`) and
+/// keeps those with its selector, rather than through every Gateway with its selector: most
+/// installations have one ingress workload, and 10k Gateways on it made a Gateway event 28 ms.
 macro_rules! gateway_loses {
     () => {
         concat!(
@@ -189,9 +192,12 @@ macro_rules! gateway_loses {
                  AND EXISTS (SELECT 1 FROM ms_host a WHERE a.obj = m.obj \
                    AND (s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))))"
             ),
-            " FROM gateway gb CROSS JOIN object lo ON lo.id = gb.obj CROSS JOIN gateway gg ON gg.sel = gb.sel \
-               CROSS JOIN object og ON og.id = gg.obj CROSS JOIN gw_server s ON s.obj = gb.obj \
-             WHERE gb.obj = ?1 AND lo.managed = 0 AND og.kind = 'Gateway' AND og.grp = 'networking.istio.io' \
+            " FROM gateway gb CROSS JOIN object lo ON lo.id = gb.obj \
+               CROSS JOIN ms mg ON mg.gw_ns > '' AND NOT EXISTS (SELECT 1 FROM ms m2 \
+                 WHERE m2.gw_ns = mg.gw_ns AND m2.gw_name = mg.gw_name AND m2.obj < mg.obj) \
+               CROSS JOIN object og ON og.kind = 'Gateway' AND og.grp = 'networking.istio.io' AND og.ns = mg.gw_ns AND og.name = mg.gw_name \
+               CROSS JOIN gateway gg ON gg.obj = og.id CROSS JOIN gw_server s ON s.obj = gb.obj \
+             WHERE gb.obj = ?1 AND lo.managed = 0 AND gg.sel = gb.sel \
                AND (lo.ns || '/' || lo.name) <> (og.ns || '/' || og.name) AND s.port IS NOT NULL AND s.host <> '' \
                AND NOT EXISTS (SELECT 1 FROM gw_server s2 WHERE s2.obj = s.obj AND s2.host = s.host AND +s2.port = s.port \
                  AND (s2.sidx, s2.hidx) < (s.sidx, s.hidx))"
