@@ -210,6 +210,20 @@ fn register_functions(conn: &Connection) -> Result<(), Error> {
         let b = ctx.get_raw(1).as_str().unwrap_or("");
         Ok(crate::host::matches(a, b))
     })?;
+    conn.create_scalar_function("host_rbase", 1, flags, |ctx| {
+        Ok(crate::host::reversed_base(
+            ctx.get_raw(0).as_str().unwrap_or(""),
+        ))
+    })?;
+    conn.create_scalar_function("host_rbase_prefixes", 1, flags, |ctx| {
+        let reversed = crate::host::reversed_base(ctx.get_raw(0).as_str().unwrap_or(""));
+        let prefixes: Vec<&str> = reversed
+            .char_indices()
+            .map(|(i, _)| &reversed[..i])
+            .chain([reversed.as_str()])
+            .collect();
+        serde_json::to_string(&prefixes).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+    })?;
     conn.create_scalar_function("ends_with", 2, flags, |ctx| {
         let a = ctx.get_raw(0).as_str().unwrap_or("");
         let b = ctx.get_raw(1).as_str().unwrap_or("");

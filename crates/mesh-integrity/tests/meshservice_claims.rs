@@ -395,6 +395,7 @@ fn object() -> impl Strategy<Value = Value> {
         "cart.shop.example.com",
         "cart",
         "*",
+        "*hop.example.com",
     ]);
     let hosts = prop::collection::vec(host, 1..3);
     let created = prop::sample::select(vec![
