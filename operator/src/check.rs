@@ -218,7 +218,7 @@ pub fn execute(args: &CheckArgs, streams: Streams<'_>) -> i32 {
     // them to the engine in file order as they come, so parsing overlaps the engine's work and
     // memory holds the texts and a few files' objects, never the whole tree's. Two parsers, each
     // taking every other file: parsing is the largest share of the work, and the engine's own
-    // projection thread shares the second core with them. All objects go into one batch: the
+    // writing thread shares the cores with them (this thread projects what they parse). All objects go into one batch: the
     // engine loads a batch into an empty database without its indexes and builds them once at
     // the end, much cheaper than a batch per file.
     let mut parse_problems: Vec<InputProblem> = Vec::new();

@@ -1,6 +1,6 @@
 //! Storing objects. Two halves: [`prepare`] turns an input object into its projection and
-//! per-table hashes without touching SQLite (a batch runs it on a second thread), and [`store`]
-//! writes a prepared object through a [`Writer`].
+//! per-table hashes without touching SQLite (a batch runs it on the calling thread while a second
+//! thread writes), and [`store`] writes a prepared object through a [`Writer`].
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};

@@ -289,7 +289,7 @@ fn rules_that_need_pods_follow_pods_arriving_and_leaving() {
 
 #[test]
 fn a_large_batch_equals_the_same_objects_upserted_one_by_one() {
-    // Large enough that the batch projects on its second thread, over several chunks; with a
+    // Large enough that the batch writes on its second thread, over several chunks; with a
     // repeated key late in the batch (bulk mode ends there), unknown kinds and an unnamed object
     // from a file.
     let mut objects: Vec<SourceObject> = Vec::new();
