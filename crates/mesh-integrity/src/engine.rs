@@ -361,7 +361,10 @@ impl Engine {
         if bulk {
             self.conn.pragma_update(None, "temp_store", "DEFAULT")?;
         }
-        let loaded = store::load_batch(&mut self.conn, objects, &self.options);
+        // The settings go back even when the input panics (the transaction has rolled back).
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store::load_batch(&mut self.conn, objects, &self.options)
+        }));
         if bulk {
             self.conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
@@ -369,7 +372,10 @@ impl Engine {
         if let Some(size) = default_cache_size {
             self.conn.pragma_update(None, "cache_size", size)?;
         }
-        let stats = loaded?;
+        let stats = match loaded {
+            Ok(loaded) => loaded?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
         self.last_ingest = Some(started.elapsed());
         Ok(stats)
     }

@@ -374,6 +374,12 @@ fn a_batch_whose_input_panics_midway_keeps_nothing_and_the_engine_stays_usable()
     }));
     assert!(interrupted.is_err());
     assert!(engine.objects_by_kind().unwrap().is_empty());
+    // the bulk load's setting is undone too: queries keep their temporary tables in memory (2)
+    let temp_store: i64 = engine
+        .connection()
+        .pragma_query_value(None, "temp_store", |r| r.get(0))
+        .unwrap();
+    assert_eq!(temp_store, 2);
 
     let stats = engine.ingest_batch((0..1000).map(service)).unwrap();
     assert_eq!(stats.total, 1000);
