@@ -336,6 +336,11 @@ impl Engine {
     /// Ingests a snapshot in one transaction. Objects already present (same key) are replaced.
     /// Unknown kinds are counted and skipped; objects that cannot be projected are stored as
     /// `MSH0001` findings. Only SQLite failures are errors.
+    ///
+    /// More than 512 objects are written to SQLite by a second thread that this call starts and
+    /// joins, while the calling thread reads and projects the input (see the crate's README,
+    /// "Threading"). If the input iterator panics, nothing of the batch is kept and the panic
+    /// goes on.
     pub fn ingest_batch<I>(&mut self, objects: I) -> Result<IngestStats, Error>
     where
         I: IntoIterator,
