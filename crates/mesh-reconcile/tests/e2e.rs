@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -38,6 +39,10 @@ async fn own_control_plane() -> Result<ControlPlane> {
     Ok(ControlPlane::start().await?)
 }
 
+/// How soon the operator must react to a watch event in these tests: far below the 5-minute
+/// resync, so that a reaction by resync fails, and loose enough for a busy 2-core machine.
+const REACTION: Duration = Duration::from_secs(15);
+
 /// Namespace and ServiceAccount the shipped manifests (deploy/) run the operator as.
 const OPERATOR_NAMESPACE: &str = "istio-integrity-system";
 const OPERATOR_ACCOUNT: &str = "istio-integrity-operator";
@@ -51,9 +56,27 @@ async fn operator_client(cp: &ControlPlane) -> Result<Client> {
         &root.join("deploy/namespace.yaml"),
         &root.join("deploy/rbac"),
     ])?;
-    Ok(cp
+    let client = cp
         .service_account_client(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
-        .await?)
+        .await?;
+    // A new binding reaches the apiserver's authorizer a moment after it is created, and the
+    // operator treats a 403 on its first list as fatal: wait until the grants are in effect.
+    let meshservices: Api<MeshService> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    eventually("the operator's RBAC in effect", || async {
+        let listed = meshservices
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        let lease = leases.get_opt("rbac-probe").await;
+        Ok((!forbidden(&listed) && !forbidden(&lease)).then_some(()))
+    })
+    .await?;
+    Ok(client)
+}
+
+/// Whether a request was refused by authorization.
+fn forbidden<T>(result: &Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(status)) if status.code == 403)
 }
 
 /// One in-process operator.
@@ -254,6 +277,21 @@ fn ready_at_generation(ms: &MeshService) -> bool {
             .iter()
             .all(|c| c.observed_generation == generation)
         && condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
+}
+
+/// Waits until `operator` has finished a reconcile of a MeshService successfully (its metrics are
+/// its own, so this is one it did, not one of an operator before it).
+async fn reconciled_once(operator: &Operator) -> Result<()> {
+    eventually("a reconcile by this operator", || async {
+        let (_, metrics) = operator.get("/metrics").await?;
+        let reconciled = metric(
+            &metrics,
+            r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
+        )
+        .is_some_and(|n| n >= 1.0);
+        Ok(reconciled.then_some(()))
+    })
+    .await
 }
 
 async fn wait_ready(api: &Api<MeshService>, name: &str) -> Result<MeshService> {
@@ -466,17 +504,18 @@ async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gat
         &Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})),
     )
     .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, metrics) = operator.get("/metrics").await?;
-    assert!(!metrics.contains("mesh_drift_detected_total{"), "{metrics}");
-    assert!(
-        metric(
+    // The label change is reconciled (a third reconcile) and finds nothing to repair.
+    let metrics = eventually("the relabelled MeshService reconciled", || async {
+        let (_, metrics) = operator.get("/metrics").await?;
+        let reconciled = metric(
             &metrics,
-            r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#
+            r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
         )
-        .is_some_and(|n| n >= 3.0),
-        "{metrics}"
-    );
+        .is_some_and(|n| n >= 3.0);
+        Ok(reconciled.then_some(metrics))
+    })
+    .await?;
+    assert!(!metrics.contains("mesh_drift_detected_total{"), "{metrics}");
 
     operator.stop().await
 }
@@ -652,9 +691,11 @@ async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive(
     .await?;
     let repair_time = edited_at.elapsed();
     eprintln!("VirtualService drift repaired in {repair_time:?}");
+    // Driven by the watch, not by the 5-minute resync; the bound is loose because the machines
+    // running this are noisy (latency is measured by the run_scale bench, not asserted here).
     assert!(
-        repair_time < Duration::from_secs(2),
-        "repaired in {repair_time:?}, not within 2 s"
+        repair_time < REACTION,
+        "repaired in {repair_time:?}, not within {REACTION:?}"
     );
     assert_eq!(
         repaired
@@ -680,24 +721,23 @@ async fn drift_of_owned_fields_is_repaired_and_fields_of_other_managers_survive(
     let recreate_time = deleted_at.elapsed();
     eprintln!("deleted Service recreated in {recreate_time:?}");
     assert!(
-        recreate_time < Duration::from_secs(2),
-        "recreated in {recreate_time:?}, not within 2 s"
+        recreate_time < REACTION,
+        "recreated in {recreate_time:?}, not within {REACTION:?}"
     );
 
-    // Counted and announced.
-    let (_, metrics) = operator.get("/metrics").await?;
-    assert!(
-        metric(
-            &metrics,
-            r#"mesh_drift_repairs_total{kind="VirtualService"}"#
-        )
-        .is_some_and(|n| n >= 1.0),
-        "{metrics}"
-    );
-    assert!(
-        metric(&metrics, r#"mesh_drift_repairs_total{kind="Service"}"#).is_some_and(|n| n >= 1.0),
-        "{metrics}"
-    );
+    // Counted (the counter follows the write it counts) and announced.
+    eventually("both repairs counted", || async {
+        let (_, metrics) = operator.get("/metrics").await?;
+        let counted = |kind: &str| {
+            metric(
+                &metrics,
+                &format!(r#"mesh_drift_repairs_total{{kind="{kind}"}}"#),
+            )
+            .is_some_and(|n| n >= 1.0)
+        };
+        Ok((counted("VirtualService") && counted("Service")).then_some(()))
+    })
+    .await?;
     // The recorder folds repeats of one reason into one Event series, so one Event it is.
     eventually("a DriftRepaired Event", || async {
         let events = events_with_reason(&client, team.name(), "DriftRepaired").await?;
@@ -982,7 +1022,7 @@ async fn a_missing_unmanaged_gateway_resolves_when_it_is_created() -> Result<()>
     let resolved = wait_ready(&api, "webapp-service").await?;
     let flip = created_at.elapsed();
     eprintln!("ResolvedRefs flipped {flip:?} after the Gateway was created");
-    assert!(flip < Duration::from_secs(3), "flipped after {flip:?}");
+    assert!(flip < REACTION, "flipped after {flip:?}");
     assert_eq!(
         condition(&resolved, "ResolvedRefs").map(|c| c.1),
         Some("ResolvedRefs".into())
@@ -1230,7 +1270,10 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     operator.kill().await;
 
     let restarted = Operator::start(operator_client(cp).await?, &namespaces).await?;
-    let ms = wait_ready(&api, "webapp-service").await?;
+    // The killed operator may have written Ready=True before it died: wait for the restarted one
+    // to have reconciled the MeshService itself.
+    reconciled_once(&restarted).await?;
+    wait_ready(&api, "webapp-service").await?;
     let owned = ListParams::default().labels(&format!(
         "{}={}",
         ownership::MANAGED_BY_LABEL,
@@ -1245,6 +1288,9 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
         .list(&owned)
         .await?;
     assert_eq!(gateways.items.len(), 1, "one Gateway");
+    // And a restart of a converged operator changes nothing: the status is byte-identical.
+    restarted.stop().await?;
+    let ms = api.get("webapp-service").await?;
     assert_eq!(
         ms.finalizers()
             .iter()
@@ -1254,11 +1300,8 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
         "one finalizer"
     );
     assert_eq!(ms.status.as_ref().map(|s| s.resources.len()), Some(3));
-
-    // And a restart of a converged operator changes nothing: the status is byte-identical.
-    restarted.stop().await?;
     let again = Operator::start(operator_client(cp).await?, &namespaces).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    reconciled_once(&again).await?;
     let after = api.get("webapp-service").await?;
     assert_eq!(after.status, ms.status, "status unchanged by a restart");
     assert_eq!(
@@ -1365,8 +1408,14 @@ async fn metrics_and_report_answer_with_the_figures() -> Result<()> {
         "findings carry repair plans"
     );
 
-    let (status, metrics) = operator.get("/metrics").await?;
-    assert_eq!(status, 200);
+    // The watched-object gauges follow the index's own watch, which may trail the controller's.
+    let metrics = eventually("both MeshServices counted as watched", || async {
+        let (status, metrics) = operator.get("/metrics").await?;
+        let counted = status == 200
+            && metric(&metrics, r#"mesh_watched_objects{kind="MeshService"}"#) == Some(2.0);
+        Ok(counted.then_some(metrics))
+    })
+    .await?;
     let reconciles = metric(
         &metrics,
         r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
@@ -1610,7 +1659,7 @@ async fn a_meshservice_relabelled_out_of_the_selector_is_released_and_deletes_at
     })
     .await?;
     assert!(
-        asked.elapsed() < Duration::from_secs(5),
+        asked.elapsed() < REACTION,
         "deleted after {:?}",
         asked.elapsed()
     );
