@@ -78,6 +78,36 @@ where
     }
 }
 
+/// Waits until `account` may list MeshServices (everywhere, or in `namespace`) and, when it uses
+/// the leader-election Role, read Leases in the operator's namespace: the operator binary exits on
+/// a 403 from its first list, and a new binding takes a moment to be in effect.
+async fn wait_until_authorized(
+    cp: &ControlPlane,
+    account_namespace: &str,
+    account: &str,
+    namespace: Option<&str>,
+    leases: bool,
+) {
+    let client = cp
+        .service_account_client(account_namespace, account)
+        .await
+        .unwrap();
+    let meshservices: Api<MeshService> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    once_authorized("listing MeshServices", || async {
+        meshservices
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+    })
+    .await;
+    if leases {
+        let leases: Api<Lease> = Api::namespaced(client, OPERATOR_NAMESPACE);
+        once_authorized("reading Leases", || leases.get_opt("rbac-probe")).await;
+    }
+}
+
 async fn eventually<F, Fut>(what: &str, seconds: u64, mut done: F)
 where
     F: FnMut() -> Fut,
@@ -911,6 +941,7 @@ async fn the_operator_reconciles_under_the_shipped_rbac() {
         service_account_kubeconfig(cp, dir.path(), OPERATOR_NAMESPACE, OPERATOR_ACCOUNT).await;
     let lease_name = format!("{ns}-leader");
     let identity = format!("{ns}-replica");
+    wait_until_authorized(cp, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, None, true).await;
     let mut operator = Operator::start(
         dir.path(),
         &kubeconfig,
@@ -1079,6 +1110,7 @@ async fn the_operator_without_create_on_virtualservices_reports_the_refusal() {
     account_with_shipped_roles(cp, &ns, account, Some(("virtualservices", "create"))).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(cp, dir.path(), &ns, account).await;
+    wait_until_authorized(cp, &ns, account, None, false).await;
     let mut operator = Operator::start(dir.path(), &kubeconfig, &ns, &[]).await;
 
     let meshservices: Api<MeshService> = Api::namespaced(admin.clone(), &ns);
@@ -1185,6 +1217,7 @@ async fn the_operator_reconciles_in_namespace_mode_under_the_namespaced_roles() 
     cp.service_account_client(&ns, account).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(cp, dir.path(), &ns, account).await;
+    wait_until_authorized(cp, &ns, account, Some(&ns), false).await;
     let mut operator = Operator::start(dir.path(), &kubeconfig, &ns, &["--namespace", &ns]).await;
 
     let meshservices: Api<MeshService> = Api::namespaced(admin.clone(), &ns);

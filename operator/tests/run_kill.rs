@@ -125,8 +125,8 @@ async fn an_operator_process_killed_mid_batch_converges_when_started_again() {
     let api: Api<MeshService> = Api::namespaced(client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
 
-    let operator = Operator::start(cp.kubeconfig_path(), &ns, &log).await;
-    let started = Instant::now();
+    // The whole batch exists before the operator starts: created while it runs, the operator could
+    // keep pace with the creates and be through the batch before the kill.
     for i in 0..BATCH {
         let ms: MeshService = serde_json::from_value(json!({
             "apiVersion": meshservice_api::API_VERSION, "kind": meshservice_api::KIND,
@@ -138,6 +138,8 @@ async fn an_operator_process_killed_mid_batch_converges_when_started_again() {
         .unwrap();
         api.create(&PostParams::default(), &ms).await.unwrap();
     }
+    let operator = Operator::start(cp.kubeconfig_path(), &ns, &log).await;
+    let started = Instant::now();
     // Kill it once it has started writing children, long before it is through the batch.
     loop {
         let written = services.list(&ListParams::default()).await.unwrap().items;
