@@ -1736,14 +1736,38 @@ async fn two_shards_render_their_shared_gateway_alike_and_hand_meshservices_over
         )
     })
     .await?;
+    assert_eq!(gateway_hosts(&gateways.get("shared").await?), both);
+
+    // Shard a reconciles shop from now on: with b gone, a change to shop reaches its children.
+    shard_b.stop().await?;
+    b.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"hosts": ["shop.example.com", "store.example.com"]}})),
+    )
+    .await?;
+    wait_ready(&b, "shop").await?;
+    let vs = dynamic_api(&client, WatchedKind::VirtualService, team_b.name())
+        .get("shop")
+        .await?;
+    assert_eq!(
+        strings(&vs.data["spec"]["hosts"]),
+        ["shop.example.com", "store.example.com"]
+    );
+    assert_eq!(
+        gateway_hosts(&gateways.get("shared").await?),
+        [
+            format!("{team_a}/cart.example.com"),
+            format!("{team_b}/shop.example.com"),
+            format!("{team_b}/store.example.com"),
+        ]
+    );
     assert_eq!(
         services.get("shop").await?.uid(),
         service.uid(),
         "adopted, not recreated"
     );
-    assert_eq!(gateway_hosts(&gateways.get("shared").await?), both);
 
-    shard_b.stop().await?;
     shard_a.stop().await
 }
 
