@@ -420,12 +420,11 @@ mod tests {
         WHERE s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))), ";
 
     fn full_rows(engine: &crate::Engine, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
-        let mut stmt = engine.connection().prepare(sql).expect("prepare");
-        let columns = stmt.column_count();
-        stmt.query_map([], |r| (0..columns).map(|i| r.get(i)).collect())
+        crate::engine::query_rows(engine.connection(), sql, [])
             .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows")
+            .into_iter()
+            .map(|row| row.0)
+            .collect()
     }
 
     /// MeshServices on two Gateways and unmanaged Gateways on two workloads, with every kind of
