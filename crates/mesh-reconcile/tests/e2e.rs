@@ -279,17 +279,17 @@ fn ready_at_generation(ms: &MeshService) -> bool {
         && condition(ms, "Ready").is_some_and(|(s, _, _)| s == "True")
 }
 
-/// Waits until `operator` has finished a reconcile of a MeshService successfully (its metrics are
-/// its own, so this is one it did, not one of an operator before it).
-async fn reconciled_once(operator: &Operator) -> Result<()> {
-    eventually("a reconcile by this operator", || async {
+/// Waits until `operator` has finished `count` successful MeshService reconciles (its metrics are
+/// its own, so these are ones it did, not an operator's before it); returns its metrics text.
+async fn reconciled(operator: &Operator, count: u32) -> Result<String> {
+    eventually(&format!("{count} reconciles by this operator"), || async {
         let (_, metrics) = operator.get("/metrics").await?;
-        let reconciled = metric(
+        let done = metric(
             &metrics,
             r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
         )
-        .is_some_and(|n| n >= 1.0);
-        Ok(reconciled.then_some(()))
+        .is_some_and(|n| n >= f64::from(count));
+        Ok(done.then_some(metrics))
     })
     .await
 }
@@ -505,16 +505,7 @@ async fn the_seed_meshservice_yields_its_service_virtual_service_and_managed_gat
     )
     .await?;
     // The label change is reconciled (a third reconcile) and finds nothing to repair.
-    let metrics = eventually("the relabelled MeshService reconciled", || async {
-        let (_, metrics) = operator.get("/metrics").await?;
-        let reconciled = metric(
-            &metrics,
-            r#"controller_runtime_reconcile_total{controller="meshservice",result="success"}"#,
-        )
-        .is_some_and(|n| n >= 3.0);
-        Ok(reconciled.then_some(metrics))
-    })
-    .await?;
+    let metrics = reconciled(&operator, 3).await?;
     assert!(!metrics.contains("mesh_drift_detected_total{"), "{metrics}");
 
     operator.stop().await
@@ -1272,7 +1263,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     let restarted = Operator::start(operator_client(cp).await?, &namespaces).await?;
     // The killed operator may have written Ready=True before it died: wait for the restarted one
     // to have reconciled the MeshService itself.
-    reconciled_once(&restarted).await?;
+    reconciled(&restarted, 1).await?;
     wait_ready(&api, "webapp-service").await?;
     let owned = ListParams::default().labels(&format!(
         "{}={}",
@@ -1301,7 +1292,7 @@ async fn an_operator_killed_mid_reconcile_converges_after_restart() -> Result<()
     );
     assert_eq!(ms.status.as_ref().map(|s| s.resources.len()), Some(3));
     let again = Operator::start(operator_client(cp).await?, &namespaces).await?;
-    reconciled_once(&again).await?;
+    reconciled(&again, 1).await?;
     let after = api.get("webapp-service").await?;
     assert_eq!(after.status, ms.status, "status unchanged by a restart");
     assert_eq!(
