@@ -368,7 +368,7 @@ impl Engine {
         }
         // The settings go back even when the input panics (the transaction has rolled back).
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            store::load_batch(&mut self.conn, objects, &self.options)
+            store::load_batch(&mut self.conn, bulk, objects, &self.options)
         }));
         if bulk {
             self.conn.pragma_update(None, "temp_store", "MEMORY")?;

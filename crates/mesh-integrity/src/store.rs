@@ -337,9 +337,10 @@ pub(crate) fn is_empty(conn: &Connection) -> Result<bool, Error> {
 }
 
 impl Load {
-    /// `Bulk` when the engine holds nothing yet, else `Indexed`.
-    pub(crate) fn start(conn: &Connection) -> Result<Load, Error> {
-        if !is_empty(conn)? {
+    /// `Bulk` into an engine that holds nothing yet ([`is_empty`], asked by the caller before the
+    /// transaction), else `Indexed`.
+    pub(crate) fn start(conn: &Connection, into_empty: bool) -> Result<Load, Error> {
+        if !into_empty {
             return Ok(Load::Indexed);
         }
         let dropped: Vec<(String, String)> = {
@@ -499,6 +500,7 @@ const CHUNK: usize = 512;
 /// allocations consolidate the other thread's freed chunks (a fifth of the writer's time).
 pub(crate) fn load_batch<I>(
     conn: &mut Connection,
+    into_empty: bool,
     objects: I,
     options: &IngestOptions,
 ) -> Result<IngestStats, Error>
@@ -516,13 +518,13 @@ where
     };
     let first = next_chunk();
     if first.len() < CHUNK {
-        return write_batch(conn, [Some(first), None], drop);
+        return write_batch(conn, into_empty, [Some(first), None], drop);
     }
     std::thread::scope(|scope| {
         let (to_writer, chunks) = mpsc::sync_channel::<Option<Vec<Prepared>>>(4);
         let (to_free, written) = mpsc::channel::<Vec<Prepared>>();
         let writing = scope.spawn(move || {
-            write_batch(conn, chunks, |chunk| {
+            write_batch(conn, into_empty, chunks, |chunk| {
                 // the caller stops listening only once this thread is done
                 let _ = to_free.send(chunk);
             })
@@ -556,12 +558,13 @@ where
 /// nothing behind.
 fn write_batch(
     conn: &mut Connection,
+    into_empty: bool,
     chunks: impl IntoIterator<Item = Option<Vec<Prepared>>>,
     mut written: impl FnMut(Vec<Prepared>),
 ) -> Result<IngestStats, Error> {
     let mut stats = IngestStats::default();
     let tx = conn.transaction()?;
-    let mut load = Load::start(&tx)?;
+    let mut load = Load::start(&tx, into_empty)?;
     let mut writer = Writer::held(&tx);
     for chunk in chunks {
         let Some(chunk) = chunk else {
