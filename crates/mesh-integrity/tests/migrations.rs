@@ -6,6 +6,14 @@ mod embedded {
     refinery::embed_migrations!("../../migrations");
 }
 
+/// Applies the migrations up to `version` only, as an engine of that version had.
+fn migrate_to(conn: &mut Connection, version: i32) {
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run(conn)
+        .unwrap();
+}
+
 fn schema(conn: &Connection) -> Vec<(String, String, String, Option<String>)> {
     let mut stmt = conn
         .prepare("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
@@ -19,10 +27,7 @@ fn schema(conn: &Connection) -> Vec<(String, String, String, Option<String>)> {
 #[test]
 fn v1_migrated_to_latest_equals_fresh_latest() {
     let mut old = Connection::open_in_memory().unwrap();
-    embedded::migrations::runner()
-        .set_target(refinery::Target::Version(1))
-        .run(&mut old)
-        .unwrap();
+    migrate_to(&mut old, 1);
     let v1: i64 = old
         .query_row(
             "SELECT max(version) FROM refinery_schema_history",
@@ -147,10 +152,7 @@ fn a_v5_database_keeps_its_objects_through_the_v6_object_table_rebuild_and_the_v
     let (dir, path) = fresh_database_path("mesh-integrity-v5-data");
     {
         let mut old = Connection::open(&path).unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(5))
-            .run(&mut old)
-            .unwrap();
+        migrate_to(&mut old, 5);
         old.execute_batch(
             "INSERT INTO object (id, grp, kind, ns, name, api_version) VALUES
                  (1, '', 'Service', 'shop', 'cart', 'v1'),
@@ -236,10 +238,7 @@ fn v10_reverses_the_gateway_server_hosts_already_stored() {
     let (dir, path) = fresh_database_path("mesh-integrity-v10-data");
     {
         let mut old = Connection::open(&path).unwrap();
-        embedded::migrations::runner()
-            .set_target(refinery::Target::Version(9))
-            .run(&mut old)
-            .unwrap();
+        migrate_to(&mut old, 9);
         old.execute(
             "INSERT INTO object (id, grp, kind, ns, name, api_version) \
              VALUES (1, 'networking.istio.io', 'Gateway', 'edge', 'public', 'networking.istio.io/v1')",
