@@ -123,17 +123,9 @@ mod tests {
           AND host_matches(a.host, b.host) AND (a.vis_ns IS NULL OR b.vis_ns IS NULL OR a.vis_ns = b.vis_ns) \
         ORDER BY 1, 2, 3, 4, 5";
 
-    fn rows(engine: &crate::Engine, sql: &str, params: impl rusqlite::Params) -> Vec<Vec<Sql>> {
-        crate::engine::query_rows(engine.connection(), sql, params)
-            .expect("query")
-            .into_iter()
-            .map(|row| row.0)
-            .collect()
-    }
-
     /// The model's findings: per pair of Gateways, the smallest (port, own host, other host).
     fn model(engine: &crate::Engine) -> Vec<Vec<Sql>> {
-        let mut all = rows(engine, ALL_PAIRS, []);
+        let mut all = values(engine, ALL_PAIRS, []);
         all.dedup_by(|later, first| later[..2] == first[..2]);
         all
     }
@@ -175,10 +167,10 @@ mod tests {
                     "spec": {"selector": {"istio": format!("s{selector}")}, "servers": servers}})).expect("upsert");
             }
             let expected = model(&engine);
-            prop_assert_eq!(&rows(&engine, &ANALYSIS.sql_for(None), []), &expected);
-            for id in rows(&engine, "SELECT obj FROM gateway", []) {
+            prop_assert_eq!(&values(&engine, &ANALYSIS.sql_for(None), []), &expected);
+            for id in values(&engine, "SELECT obj FROM gateway", []) {
                 let own: Vec<Vec<Sql>> = expected.iter().filter(|f| f[0] == id[0]).cloned().collect();
-                prop_assert_eq!(rows(&engine, &ANALYSIS.sql_for(Some(())), [&id[0]]), own);
+                prop_assert_eq!(values(&engine, &ANALYSIS.sql_for(Some(())), [&id[0]]), own);
             }
         }
     }

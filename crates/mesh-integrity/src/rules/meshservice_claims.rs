@@ -419,14 +419,6 @@ mod tests {
           CROSS JOIN gw_server s ON s.obj = gb.obj AND +s.port = a.port AND s.host <> '' \
         WHERE s.host = a.host OR ((a.wild OR s.wild) AND host_matches(a.host, s.host))), ";
 
-    fn full_rows(engine: &crate::Engine, sql: &str) -> Vec<Vec<rusqlite::types::Value>> {
-        crate::engine::query_rows(engine.connection(), sql, [])
-            .expect("query")
-            .into_iter()
-            .map(|row| row.0)
-            .collect()
-    }
-
     /// MeshServices on two Gateways and unmanaged Gateways on two workloads, with every kind of
     /// wildcard overlap between their hosts.
     fn object() -> impl Strategy<Value = serde_json::Value> {
@@ -477,7 +469,7 @@ mod tests {
             let start = full.find("mgs AS (").expect("mgs");
             let end = full.find("pairs AS (").expect("pairs");
             let specified = format!("{}{ALL_GATEWAYS_MG}{}", &full[..start], &full[end..]);
-            prop_assert_eq!(full_rows(&engine, &full), full_rows(&engine, &specified));
+            prop_assert_eq!(values(&engine, &full, []), values(&engine, &specified, []));
         }
     }
 

@@ -178,6 +178,20 @@ impl Analysis {
 /// A result row.
 pub(crate) struct Row(pub Vec<Sql>);
 
+/// The rows of `sql` as plain values, for tests that compare a query with its specification.
+#[cfg(test)]
+pub(crate) fn values(
+    engine: &crate::Engine,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<Vec<Sql>> {
+    crate::engine::query_rows(engine.connection(), sql, params)
+        .expect("query")
+        .into_iter()
+        .map(|row| row.0)
+        .collect()
+}
+
 impl Row {
     pub fn i(&self, n: usize) -> i64 {
         self.oi(n).unwrap_or(0)
